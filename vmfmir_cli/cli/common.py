@@ -1,0 +1,72 @@
+"""Shared CLI plumbing: consoles, the user-error convention, progress bars.
+
+Convention: library code raises :class:`vmfmir_cli.errors.VmfmirError`; commands run their work
+inside ``with user_errors():`` which prints one red line on stderr and exits with code 1.
+Progress and diagnostics go to stderr, results to stdout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+from vmfmir_cli.errors import VmfmirError
+
+out = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def fail(message: str) -> None:
+    """Print one red error line on stderr and exit with code 1."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, markup=True)
+    raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn VmfmirError (a user mistake) into one line on stderr and exit code 1."""
+    try:
+        yield
+    except VmfmirError as exc:
+        fail(_escape(str(exc)))
+    except KeyboardInterrupt:
+        err.print("[yellow]interrupted[/]")
+        raise typer.Exit(130) from None
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def progress(quiet: bool = False, transient: bool = False) -> Progress:
+    """A rich progress display on stderr with rate and ETA (disabled when ``quiet``)."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}", justify="right"),
+        TimeElapsedColumn(),
+        TextColumn("eta"),
+        TimeRemainingColumn(),
+        console=err,
+        disable=quiet,
+        transient=transient,
+    )
+
+
+__all__ = ["out", "err", "fail", "user_errors", "progress"]
