@@ -81,7 +81,7 @@ class _MeanResultantLength(torch.autograd.Function):
 def _ratio_derivative(kappa64: torch.Tensor, ratio: torch.Tensor, dim: int) -> torch.Tensor:
     """A_d'(kappa) = 1 - A^2 - (d - 1) A / kappa, with the limit 1/d at kappa = 0."""
     safe = torch.where(kappa64 > 0, kappa64, torch.ones_like(kappa64))
-    deriv = 1.0 - ratio * ratio - (dim - 1) * ratio / safe
+    deriv = (1.0 - ratio * ratio - (dim - 1) * ratio / safe).clamp_min(0.0)  # A' > 0; clamp round-off
     return torch.where(kappa64 > 0, deriv, torch.full_like(deriv, 1.0 / dim))
 
 
