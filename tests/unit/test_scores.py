@@ -60,8 +60,10 @@ def test_score_matches_closed_forms(kind, d):
 def test_chunking_does_not_change_scores():
     q, items, _ = _dists(7, 1000, 128, dtype=torch.float32)
     full = score(q, items, "elk", chunk_size=1000)
+    # float32 log C terms are O(kappa) (kappa up to 8e3 here) and the BLAS blocking differs by chunk
+    tol = 1e-6 * (q.concentration[:, None] + items.concentration[None, :])
     for chunk in (1, 33, 999):
-        assert torch.allclose(score(q, items, "elk", chunk_size=chunk), full, rtol=1e-5, atol=1e-4)
+        assert ((score(q, items, "elk", chunk_size=chunk) - full).abs() <= tol).all()
 
 
 def test_identical_distribution_ranks_first_for_divergence_scores():
