@@ -1,0 +1,307 @@
+"""A trained vmfmir model: one encoder and one vMF head per modality, saved as config + safetensors.
+
+Files of a run directory written by :func:`save_model`::
+
+    model.safetensors   every encoder's ``state_dict_for_saving()`` (prefixed ``encoders.<modality>.``)
+                        and every head (``heads.<modality>.``); no pickle
+    config.json         {"model": MultimodalModel.config(), "vmfmir_version", "hash": "sha256:<hex of
+                        model.safetensors>", **extra}
+
+Windowed inputs (a batch with an ``"owner"`` row -> item map, e.g. long audio cut into windows) are
+fused per item as a product of experts: natural parameters add, eta = sum_r kappa_r mu_r, the
+item's vMF is (eta / |eta|, |eta|), floored at the head's ``kappa_min``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import torch
+from torch import nn
+
+from vmfmir_cli._version import __version__
+from vmfmir_cli.encoders.base import MODALITIES, Encoder, batch_to
+from vmfmir_cli.encoders.head import VMFHead
+from vmfmir_cli.errors import CheckpointError, ConfigError, PluginError
+from vmfmir_cli.utils_io import write_bytes, write_json
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+
+
+def fuse_rows(
+    mu: torch.Tensor, kappa: torch.Tensor, owner: torch.Tensor, num_items: Optional[int] = None, kappa_min: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Product of experts over the rows of each owner: (R, d), (R,), owner (R,) -> (N, d), (N,)."""
+    owner = owner.to(device=mu.device, dtype=torch.long)
+    n = int(num_items) if num_items is not None else int(owner.max()) + 1
+    eta = torch.zeros(n, mu.shape[-1], dtype=mu.dtype, device=mu.device)
+    eta = eta.index_add(0, owner, kappa.unsqueeze(-1) * mu)
+    norm = eta.norm(dim=-1)
+    fused_mu = eta / norm.clamp_min(torch.finfo(eta.dtype).tiny).unsqueeze(-1)
+    fused_kappa = norm.clamp_min(kappa_min)
+    return fused_mu, fused_kappa
+
+
+class MultimodalModel(nn.Module):
+    """``encoders[modality]`` -> features -> ``heads[modality]`` -> vMF(mu, kappa) on S^{embed_dim-1}."""
+
+    def __init__(
+        self,
+        encoders: Mapping[str, Encoder],
+        embed_dim: int = 128,
+        kappa_min: float = 1.0,
+        kappa_max: float = 1e4,
+    ) -> None:
+        super().__init__()
+        if not encoders:
+            raise ConfigError("a model needs at least one modality")
+        for modality, encoder in encoders.items():
+            if modality not in MODALITIES:
+                raise ConfigError(f"unknown modality {modality!r}; expected one of {', '.join(MODALITIES)}")
+            if getattr(encoder, "modality", modality) != modality:
+                raise ConfigError(
+                    f"encoder {encoder.encoder_id!r} is a {encoder.modality} encoder, not a {modality} encoder"
+                )
+        self.embed_dim = int(embed_dim)
+        self.kappa_min, self.kappa_max = float(kappa_min), float(kappa_max)
+        self.encoders = nn.ModuleDict(dict(encoders))
+        self.heads = nn.ModuleDict(
+            {m: VMFHead(int(e.dim), self.embed_dim, self.kappa_min, self.kappa_max) for m, e in encoders.items()}
+        )
+
+    @property
+    def modalities(self) -> list[str]:
+        return list(self.encoders.keys())
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.heads.parameters()).device
+
+    def encoder(self, modality: str) -> Encoder:
+        if modality not in self.encoders:
+            raise ConfigError(f"this model has no {modality} encoder (it has: {', '.join(self.modalities)})")
+        return self.encoders[modality]
+
+    # -- encoding ---------------------------------------------------------------------------------
+    def encode_params(self, modality: str, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        """A collated batch -> (mu (N, embed_dim), kappa (N,)), one row per item."""
+        encoder = self.encoder(modality)
+        batch = batch_to(batch, self.device)
+        features = encoder(batch)
+        mu, kappa = self.heads[modality](features)
+        owner = batch.get("owner")
+        if owner is not None:
+            mu, kappa = fuse_rows(mu, kappa, owner, batch.get("num_items"), kappa_min=self.kappa_min)
+        return mu, kappa
+
+    def encode(self, modality: str, batch: Mapping[str, Any]):
+        """A collated batch -> :class:`~vmfmir_cli.engine.vmf.VonMisesFisher` with batch shape (N,)."""
+        from vmfmir_cli.engine.vmf import VonMisesFisher
+
+        mu, kappa = self.encode_params(modality, batch)
+        return VonMisesFisher(mu, kappa, validate_args=False)
+
+    def preprocess(self, modality: str, raw: Any) -> torch.Tensor:
+        return self.encoder(modality).preprocess(raw)
+
+    def collate(self, modality: str, items: list[torch.Tensor]) -> dict[str, Any]:
+        return self.encoder(modality).collate(items)
+
+    def encode_raw(self, modality: str, raws: list[Any]):
+        """Convenience: decoded items -> preprocess -> collate -> :meth:`encode`."""
+        encoder = self.encoder(modality)
+        return self.encode(modality, encoder.collate([encoder.preprocess(r) for r in raws]))
+
+    def forward(self, modality: str, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.encode_params(modality, batch)
+
+    # -- configuration ----------------------------------------------------------------------------
+    def config(self) -> dict[str, Any]:
+        encoders = {}
+        for modality, encoder in self.encoders.items():
+            plugin, package = _plugin_of(encoder.encoder_id)
+            encoders[modality] = {
+                "id": encoder.encoder_id,
+                "config": encoder.config(),
+                "dim": int(encoder.dim),
+                "plugin": plugin,
+                "package": package,
+            }
+        return {
+            "embed_dim": self.embed_dim,
+            "kappa_min": self.kappa_min,
+            "kappa_max": self.kappa_max,
+            "encoders": encoders,
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> "MultimodalModel":
+        """Rebuild (untrained weights) from :meth:`config`, looking encoder ids up in the plugin registry."""
+        from vmfmir_cli.plugins.manager import get_registry
+
+        try:
+            specs = config["encoders"]
+            registry = get_registry()
+            encoders = {}
+            for modality, spec in specs.items():
+                encoder_id = spec["id"]
+                if encoder_id not in registry:
+                    raise PluginError(_missing_encoder_message(encoder_id, spec, registry))
+                encoders[modality] = registry.get(encoder_id).factory.from_config(spec.get("config", {}))
+            return cls(
+                encoders,
+                embed_dim=config["embed_dim"],
+                kappa_min=config.get("kappa_min", 1.0),
+                kappa_max=config.get("kappa_max", 1e4),
+            )
+        except KeyError as exc:
+            raise ConfigError(f"model config lacks the key {exc.args[0]!r}") from None
+
+    # -- weights ----------------------------------------------------------------------------------
+    def state_dict_for_saving(self) -> dict[str, torch.Tensor]:
+        tensors: dict[str, torch.Tensor] = {}
+        for modality, encoder in self.encoders.items():
+            for key, value in encoder.state_dict_for_saving().items():
+                tensors[f"encoders.{modality}.{key}"] = value
+        for modality, head in self.heads.items():
+            for key, value in head.state_dict().items():
+                tensors[f"heads.{modality}.{key}"] = value
+        return tensors
+
+    def load_saved_state(self, tensors: Mapping[str, torch.Tensor]) -> None:
+        groups: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            part, _, rest = key.partition(".")
+            modality, _, name = rest.partition(".")
+            if part not in ("encoders", "heads") or modality not in self.encoders or not name:
+                raise CheckpointError(f"unexpected tensor {key!r} in the weights (not part of this model)")
+            groups.setdefault((part, modality), {})[name] = value
+        for modality in self.encoders:
+            try:
+                self.encoders[modality].load_saved_state(groups.get(("encoders", modality), {}))
+                result = self.heads[modality].load_state_dict(groups.get(("heads", modality), {}), strict=False)
+            except RuntimeError as exc:  # shape mismatches
+                raise CheckpointError(f"the saved {modality} weights do not fit the model in the config: {exc}") from None
+            if result.missing_keys or result.unexpected_keys:
+                raise CheckpointError(
+                    f"the {modality} head weights do not match the config (missing {result.missing_keys[:5]}, "
+                    f"unexpected {result.unexpected_keys[:5]})"
+                )
+
+
+def _plugin_of(encoder_id: str) -> tuple[Optional[str], Optional[str]]:
+    try:
+        from vmfmir_cli.plugins.manager import get_registry
+
+        registry = get_registry()
+        if encoder_id in registry:
+            entry = registry.get(encoder_id)
+            return entry.plugin, entry.package
+    except Exception:  # a model built by hand outside the registry still saves
+        pass
+    return None, None
+
+
+def _missing_encoder_message(encoder_id: str, spec: Mapping[str, Any], registry) -> str:
+    available = ", ".join(sorted(f"{e.encoder_id} ({e.modality})" for e in registry.entries())) or "none"
+    package, plugin = spec.get("package"), spec.get("plugin")
+    if package and package != "vmfmir":
+        hint = f"it comes from plugin {plugin!r}: install it with `pip install {package}`"
+    elif plugin:
+        hint = f"it came from plugin {plugin!r}; install that plugin"
+    else:
+        hint = "install the plugin that provides it"
+    return f"this model uses encoder {encoder_id!r}, which is not registered; {hint}. Available encoders: {available}"
+
+
+# --------------------------------------------------------------------------------------------------
+# Saving and loading
+# --------------------------------------------------------------------------------------------------
+
+
+def _to_bytes(tensors: Mapping[str, torch.Tensor]) -> bytes:
+    from safetensors.torch import save
+
+    plain = {k: v.detach().to("cpu").contiguous().clone() for k, v in tensors.items()}
+    return save(plain, metadata={"format": "pt", "vmfmir_version": __version__})
+
+
+def sha256_hex(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def save_model(model: MultimodalModel, run_dir: str | Path, extra: Optional[Mapping[str, Any]] = None) -> dict:
+    """Write ``run_dir/model.safetensors`` then ``run_dir/config.json`` (both atomically); return the config."""
+    run_dir = Path(run_dir)
+    data = _to_bytes(model.state_dict_for_saving())
+    config = {"model": model.config(), "vmfmir_version": __version__, "hash": sha256_hex(data)}
+    for key, value in (extra or {}).items():
+        if key in config:
+            raise ConfigError(f"save_model: extra key {key!r} would overwrite a reserved config key")
+        config[key] = value
+    write_bytes(run_dir / WEIGHTS_FILE, data)
+    write_json(run_dir / CONFIG_FILE, config)
+    return config
+
+
+def read_model_config(run_dir: str | Path) -> dict:
+    """``run_dir/config.json`` as a dict, with CheckpointError for a missing or unreadable file."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(f"no trained model at {run_dir}: train one with `vmfmir train` or point --run at a run")
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path} is missing: {run_dir} is not a finished run (train it, or pick another run)")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path} is not valid JSON ({exc}); the run is corrupt, retrain it") from None
+    if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
+        raise CheckpointError(f"{path} has no 'model' section; it was not written by vmfmir train")
+    return config
+
+
+def load_model(run_dir: str | Path, map_location: str | torch.device = "cpu") -> tuple[MultimodalModel, dict]:
+    """Rebuild the model saved by :func:`save_model` (in eval mode) and return it with its config."""
+    from safetensors.torch import load
+
+    run_dir = Path(run_dir)
+    config = read_model_config(run_dir)
+    weights = run_dir / WEIGHTS_FILE
+    if not weights.is_file():
+        raise CheckpointError(f"{weights} is missing: the run is incomplete; retrain it or restore the file")
+    data = weights.read_bytes()
+    expected = config.get("hash")
+    if expected and sha256_hex(data) != expected:
+        raise CheckpointError(
+            f"{weights} does not match the hash in {run_dir / CONFIG_FILE} (corrupt or replaced); "
+            "restore the original file or retrain"
+        )
+    try:
+        model = MultimodalModel.from_config(config["model"])
+    except PluginError as exc:
+        raise CheckpointError(f"cannot load {run_dir}: {exc}") from None
+    try:
+        tensors = load(data)
+    except Exception as exc:
+        raise CheckpointError(f"{weights} is not a valid safetensors file ({exc})") from None
+    model.load_saved_state(tensors)
+    model.to(map_location)
+    model.eval()
+    return model, config
+
+
+__all__ = [
+    "CONFIG_FILE",
+    "MultimodalModel",
+    "WEIGHTS_FILE",
+    "fuse_rows",
+    "load_model",
+    "read_model_config",
+    "save_model",
+    "sha256_hex",
+]
