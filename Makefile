@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
-TORCH_PINS := "torch==2.11.*" "torchaudio==2.11.*"
+TORCH_PINS := "torch==2.11.*" "torchaudio==2.11.0"
 
 .PHONY: install test demo bench reproduce completions clean
 
