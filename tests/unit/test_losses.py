@@ -1,0 +1,194 @@
+"""Losses: formula against a naive reference, matched < shuffled, masks, anchor slices, gradients."""
+
+import math
+
+import pytest
+import torch
+
+from vmfmir_cli.engine.losses import draw_samples, infonce_loss, mc_infonce_loss, ssw_alignment_loss
+from vmfmir_cli.engine.ssw import random_projections
+from vmfmir_cli.engine.vmf import VonMisesFisher
+
+B, D = 24, 16
+
+
+def _unit(x):
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+def _paired(seed=0, kappa=60.0, noise=0.3, dtype=torch.float64, modalities=("audio", "text")):
+    gen = torch.Generator().manual_seed(seed)
+    base = _unit(torch.randn(B, D, generator=gen, dtype=dtype))
+    out = {}
+    for m in modalities:
+        loc = _unit(base + noise * torch.randn(B, D, generator=gen, dtype=dtype))
+        out[m] = VonMisesFisher(loc, torch.full((B,), kappa, dtype=dtype))
+    return out
+
+
+def _shuffled(dists, seed=1):
+    perm = torch.randperm(B, generator=torch.Generator().manual_seed(seed))
+    names = list(dists)
+    out = dict(dists)
+    last = dists[names[-1]]
+    out[names[-1]] = VonMisesFisher(last.loc[perm], last.concentration[perm])
+    return out
+
+
+def _naive_mc_infonce(z, masks, tau):
+    """Loops straight from the formula, for one ordered pair at a time."""
+    names = list(z)
+    S, n, _ = z[names[0]].shape
+    pair_losses = []
+    for a in names:
+        for b in names:
+            if a == b:
+                continue
+            losses = []
+            for i in range(n):
+                if not (masks[a][i] and masks[b][i]):
+                    continue
+                negs = [j for j in range(n) if j != i and masks[b][j]]
+                probs = []
+                for s in range(S):
+                    pos = math.exp(tau * float(z[a][s, i] @ z[b][s, i]))
+                    neg = sum(math.exp(tau * float(z[a][s, i] @ z[b][s, j])) for j in negs) / max(len(negs), 1)
+                    probs.append(pos / (pos + neg) if negs else 1.0)
+                losses.append(-math.log(sum(probs) / S))
+            if losses:
+                pair_losses.append(sum(losses) / len(losses))
+    return sum(pair_losses) / len(pair_losses)
+
+
+def test_mc_infonce_matches_naive_formula_with_masks():
+    dists = _paired(modalities=("audio", "image", "text"), kappa=8.0)
+    gen = torch.Generator().manual_seed(3)
+    z = {m: v[:, :10] for m, v in draw_samples(dists, 4, generator=gen).items()}
+    masks = {
+        "audio": torch.tensor([True] * 8 + [False] * 2),
+        "image": torch.tensor([True, False] * 5),
+        "text": torch.ones(10, dtype=torch.bool),
+    }
+    got = mc_infonce_loss(None, masks=masks, samples=z, inv_temperature=5.0)
+    ref = _naive_mc_infonce(z, masks, 5.0)
+    assert abs(got.item() - ref) < 1e-10
+
+
+def test_matched_scores_lower_than_shuffled_for_all_three_losses():
+    dists = _paired()
+    shuffled = _shuffled(dists)
+    gen = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    assert mc_infonce_loss(dists, generator=gen()) < mc_infonce_loss(shuffled, generator=gen()) - 1.0
+    assert ssw_alignment_loss(dists, generator=gen()) < 0.7 * ssw_alignment_loss(shuffled, generator=gen())
+    scale = torch.tensor(math.log(1 / 0.07))
+    mus = {m: v.loc for m, v in dists.items()}
+    mus_shuffled = {m: v.loc for m, v in shuffled.items()}
+    assert infonce_loss(mus, scale) < infonce_loss(mus_shuffled, scale) - 1.0
+
+
+@pytest.mark.parametrize("kappa", [1e-3, 1.0, 50.0, 1e4])
+def test_gradients_finite_across_kappa(kappa):
+    gen = torch.Generator().manual_seed(int(math.log10(kappa) + 10))
+    raw = {m: torch.randn(B, D, generator=gen, requires_grad=True) for m in ("audio", "text")}
+    log_kappa = {m: torch.full((B,), math.log(kappa), requires_grad=True) for m in raw}
+    dists = {m: VonMisesFisher(_unit(raw[m]), log_kappa[m].exp()) for m in raw}
+    z = draw_samples(dists, 8, generator=gen)
+    loss = mc_infonce_loss(dists, samples=z) + 0.5 * ssw_alignment_loss(dists, samples=z, num_projections=16, generator=gen)
+    loss = loss + infonce_loss({m: raw[m] for m in raw}, torch.tensor(2.0, requires_grad=True))
+    loss.backward()
+    assert torch.isfinite(loss)
+    for m in raw:
+        assert torch.isfinite(raw[m].grad).all()
+        assert torch.isfinite(log_kappa[m].grad).all()
+        assert log_kappa[m].grad.abs().sum() > 0
+
+
+def test_masked_items_equal_dropping_them_and_ignore_garbage_rows():
+    dists = _paired(modalities=("audio", "image", "text"))
+    z = draw_samples(dists, 6, generator=torch.Generator().manual_seed(0))
+    keep = torch.ones(B, dtype=torch.bool)
+    keep[[3, 5, 17]] = False
+    masks = {m: keep for m in z}
+    poisoned = {m: v.clone() for m, v in z.items()}
+    for v in poisoned.values():
+        v[:, ~keep] = float("nan")  # a model may produce anything for absent inputs
+    sub = {m: v[:, keep] for m, v in z.items()}
+    proj = random_projections(D, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    torch.testing.assert_close(mc_infonce_loss(None, samples=poisoned, masks=masks), mc_infonce_loss(None, samples=sub))
+    torch.testing.assert_close(
+        ssw_alignment_loss(None, samples=poisoned, masks=masks, projections=proj),
+        ssw_alignment_loss(None, samples=sub, projections=proj),
+    )
+    mus = {m: v[0].clone().requires_grad_(True) for m, v in poisoned.items()}
+    loss = infonce_loss(mus, torch.tensor(3.0), masks=masks)
+    ref = infonce_loss({m: v[0] for m, v in sub.items()}, torch.tensor(3.0))
+    torch.testing.assert_close(loss, ref)
+    loss.backward()
+    for m in mus:
+        assert torch.isfinite(mus[m].grad[keep]).all()
+
+
+def test_partial_masks_and_pairs_without_anchors():
+    dists = _paired(modalities=("audio", "text"))
+    masks = {"text": torch.zeros(B, dtype=torch.bool)}
+    loss, parts = mc_infonce_loss(dists, masks=masks, return_breakdown=True, generator=torch.Generator().manual_seed(0))
+    assert loss.item() == 0.0 and set(parts) == {"audio->text", "text->audio"}
+    assert all(math.isnan(v.item()) for v in parts.values())
+    loss, parts = ssw_alignment_loss(dists, masks=masks, return_breakdown=True, generator=torch.Generator().manual_seed(0))
+    assert loss.item() == 0.0 and set(parts) == {"audio<>text"}
+    with pytest.raises(ValueError, match="bool tensor"):
+        mc_infonce_loss(dists, masks={"text": torch.ones(B - 1, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="not in the batch"):
+        mc_infonce_loss(dists, masks={"video": torch.ones(B, dtype=torch.bool)})
+    with pytest.raises(ValueError, match="at least two"):
+        mc_infonce_loss({"audio": dists["audio"]})
+
+
+def test_anchor_slice_is_consistent_with_the_full_batch():
+    dists = _paired(modalities=("audio", "image", "text"))
+    z = draw_samples(dists, 6, generator=torch.Generator().manual_seed(2))
+    proj = random_projections(D, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    mus = {m: v.loc for m, v in dists.items()}
+    scale = torch.tensor(2.5)
+    ranks = 3
+    size = B // ranks
+    slices = [slice(r * size, (r + 1) * size) for r in range(ranks)]
+
+    full, full_parts = mc_infonce_loss(None, samples=z, return_breakdown=True)
+    parts = [mc_infonce_loss(None, samples=z, anchor_slice=s, return_breakdown=True) for s in slices]
+    torch.testing.assert_close(full, torch.stack([p[0] for p in parts]).mean())
+    for key in full_parts:
+        torch.testing.assert_close(full_parts[key], torch.stack([p[1][key] for p in parts]).mean())
+
+    full = ssw_alignment_loss(None, samples=z, projections=proj)
+    torch.testing.assert_close(full, torch.stack([ssw_alignment_loss(None, samples=z, projections=proj, anchor_slice=s) for s in slices]).mean())
+
+    full = infonce_loss(mus, scale)
+    torch.testing.assert_close(full, torch.stack([infonce_loss(mus, scale, anchor_slice=s) for s in slices]).mean())
+    with pytest.raises(ValueError, match="anchor_slice"):
+        infonce_loss(mus, scale, anchor_slice=slice(0, 10, 2))
+
+
+def test_shared_samples_and_generator_reproducibility():
+    dists = _paired()
+    a = mc_infonce_loss(dists, num_samples=5, generator=torch.Generator().manual_seed(4))
+    z = draw_samples(dists, 5, generator=torch.Generator().manual_seed(4))
+    b = mc_infonce_loss(dists, samples=z)
+    assert torch.equal(a, b)
+    assert z["audio"].shape == (5, B, D)
+
+
+def test_infonce_is_clip_symmetric_cross_entropy_and_clamps_scale():
+    dists = _paired(modalities=("image", "text"))
+    img, txt = dists["image"].loc, dists["text"].loc
+    scale = torch.tensor(math.log(1 / 0.07))
+    logits = scale.exp() * img @ txt.T
+    target = torch.arange(B)
+    ref = (torch.nn.functional.cross_entropy(logits, target) + torch.nn.functional.cross_entropy(logits.T, target)) / 2
+    torch.testing.assert_close(infonce_loss({"image": img, "text": txt}, scale), ref)
+    big = torch.tensor(math.log(1000.0), requires_grad=True)
+    out = infonce_loss({"image": 3 * img, "text": txt}, big)  # inputs are normalised
+    ref100 = infonce_loss({"image": img, "text": txt}, torch.tensor(math.log(100.0)))
+    torch.testing.assert_close(out, ref100)
+    out.backward()
+    assert big.grad.item() == 0.0

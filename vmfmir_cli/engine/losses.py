@@ -1,0 +1,371 @@
+r"""Training losses for vMF embeddings of several modalities.
+
+Inputs are dictionaries keyed by modality name (``"audio"``, ``"image"``, ``"text"``, ...); row ``i``
+of every modality belongs to the same item (batch shape ``(B,)``, aligned by item). Optional
+``masks[m]`` (bool ``(B,)``) marks which items have modality ``m``; an item without ``m`` takes no
+part in a term that uses ``m``: it is neither an anchor, nor a positive, nor a negative there.
+
+Distributed training (DDP)
+--------------------------
+Every loss takes the *full* batch (for DDP: the batch all-gathered from every rank, with this rank's
+own rows replaced by its local, gradient-carrying tensors, as open_clip does) and an optional
+``anchor_slice``: the rows that are this rank's anchors (e.g. ``slice(rank * b, (rank + 1) * b)``).
+Anchors come from that slice only; negatives / candidates come from the whole batch. The loss is the
+mean over the valid anchors of the slice, so the DDP gradient average equals the full-batch loss
+whenever the ranks hold equally many valid anchors. Without ``anchor_slice`` every row is an anchor.
+For exact gradients w.r.t. the other ranks' rows, gather with ``torch.distributed.nn.all_gather``
+(differentiable); a plain ``all_gather`` with the local rows swapped in gives open_clip's
+``local_loss`` gradient (each rank's rows get the gradient of its own anchors' terms only).
+
+Monte Carlo samples
+-------------------
+:func:`draw_samples` draws ``S`` reparameterised samples per vMF (``(S, B, d)`` per modality); pass
+the result as ``samples=`` to both :func:`mc_infonce_loss` and :func:`ssw_alignment_loss` to reuse the
+same draws (their gradients then flow to ``loc`` and ``concentration`` through ``rsample``).
+
+Breakdowns
+----------
+With ``return_breakdown=True`` each loss returns ``(loss, breakdown)`` where ``breakdown`` maps a
+modality pair (``"a->b"`` for ordered pairs, ``"a<>b"`` for unordered ones) to that pair's detached
+loss (NaN when the pair had no valid anchor in this call); pairs without valid anchors are left
+out of the average.
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import combinations, permutations
+from typing import Mapping, Optional, Union
+
+import torch
+
+from vmfmir_cli.engine.ssw import random_projections, spherical_sliced_wasserstein
+from vmfmir_cli.engine.vmf import VonMisesFisher
+
+__all__ = [
+    "draw_samples",
+    "mc_infonce_loss",
+    "ssw_alignment_loss",
+    "infonce_loss",
+    "CLIP_MAX_LOGIT_SCALE",
+]
+
+CLIP_MAX_LOGIT_SCALE = 100.0
+
+
+# ---------------------------------------------------------------------------------------------
+# Shared plumbing
+# ---------------------------------------------------------------------------------------------
+
+
+def draw_samples(
+    dists: Mapping[str, VonMisesFisher],
+    num_samples: int = 16,
+    generator: Optional[torch.Generator] = None,
+) -> dict[str, torch.Tensor]:
+    """``{m: dists[m].rsample((num_samples,))}``: ``(S, B, d)`` reparameterised samples per modality."""
+    if int(num_samples) != num_samples or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive integer, got {num_samples!r}")
+    out = {}
+    for name, dist in dists.items():
+        if not isinstance(dist, VonMisesFisher):
+            raise ValueError(f"dists[{name!r}] must be a VonMisesFisher, got {type(dist).__name__}")
+        if len(dist.batch_shape) != 1:
+            raise ValueError(f"dists[{name!r}] must have batch shape (B,), got {tuple(dist.batch_shape)}")
+        out[name] = dist.rsample((int(num_samples),), generator=generator)
+    return out
+
+
+def _get_samples(dists, samples, num_samples, generator) -> dict[str, torch.Tensor]:
+    if samples is None:
+        if dists is None:
+            raise ValueError("pass either dists (dict of VonMisesFisher) or samples (dict of (S, B, d) tensors)")
+        return draw_samples(dists, num_samples, generator)
+    if dists is not None and set(dists) != set(samples):
+        raise ValueError(f"dists and samples name different modalities: {sorted(dists)} vs {sorted(samples)}")
+    shape = None
+    for name, z in samples.items():
+        if not torch.is_tensor(z) or z.ndim != 3:
+            raise ValueError(f"samples[{name!r}] must be a (S, B, d) tensor, got {getattr(z, 'shape', type(z).__name__)}")
+        if shape is not None and z.shape != shape:
+            raise ValueError(f"all samples must share the shape (S, B, d); got {tuple(shape)} and {tuple(z.shape)} for {name!r}")
+        shape = z.shape
+    return dict(samples)
+
+
+def _check_modalities(names, what: str) -> list[str]:
+    names = list(names)
+    if len(names) < 2:
+        raise ValueError(f"{what} needs at least two modalities to contrast, got {names}")
+    return names
+
+
+def _batch_size(tensors: Mapping[str, torch.Tensor], batch_dim: int) -> int:
+    sizes = {name: t.shape[batch_dim] for name, t in tensors.items()}
+    if len(set(sizes.values())) != 1:
+        raise ValueError(f"all modalities must have the same batch size (rows aligned by item), got {sizes}")
+    return next(iter(sizes.values()))
+
+
+def _masks(masks, names, batch: int, device) -> dict[str, torch.Tensor]:
+    out = {}
+    for name in names:
+        m = None if masks is None else masks.get(name)
+        if m is None:
+            out[name] = torch.ones(batch, dtype=torch.bool, device=device)
+            continue
+        m = torch.as_tensor(m, device=device)
+        if m.dtype != torch.bool or m.shape != (batch,):
+            raise ValueError(f"masks[{name!r}] must be a bool tensor of shape ({batch},), got {m.dtype} {tuple(m.shape)}")
+        out[name] = m
+    if masks is not None:
+        unknown = set(masks) - set(names)
+        if unknown:
+            raise ValueError(f"masks name modalities that are not in the batch: {sorted(unknown)}")
+    return out
+
+
+def _anchor_range(anchor_slice, batch: int) -> tuple[int, int]:
+    if anchor_slice is None:
+        return 0, batch
+    if not isinstance(anchor_slice, slice) or anchor_slice.step not in (None, 1):
+        raise ValueError(f"anchor_slice must be a slice with step 1 (e.g. slice(rank * b, (rank + 1) * b)), got {anchor_slice!r}")
+    start, stop, _ = anchor_slice.indices(batch)
+    return start, max(start, stop)
+
+
+def _pair_indices(mask_a, mask_b, start: int, stop: int):
+    """Global anchor rows (in the slice, having both modalities), candidate rows (having b) and
+    each anchor's column among the candidates."""
+    valid = mask_a & mask_b
+    in_slice = torch.zeros_like(valid)
+    in_slice[start:stop] = True
+    anchors = torch.nonzero(valid & in_slice).flatten()
+    candidates = torch.nonzero(mask_b).flatten()
+    column_of = torch.cumsum(mask_b.long(), 0) - 1
+    return anchors, candidates, column_of[anchors]
+
+
+def _reduce(pair_losses: dict[str, torch.Tensor], anchor_counts: dict[str, int], fallback: torch.Tensor, return_breakdown: bool):
+    used = [k for k, c in anchor_counts.items() if c > 0]
+    if used:
+        loss = torch.stack([pair_losses[k] for k in used]).mean()
+    else:  # nothing to learn from in this call: a zero that is still connected to the graph
+        loss = fallback.sum() * 0.0
+    if not return_breakdown:
+        return loss
+    nan = torch.tensor(float("nan"), device=loss.device, dtype=loss.dtype)
+    breakdown = {k: (pair_losses[k].detach() if anchor_counts[k] > 0 else nan) for k in anchor_counts}
+    return loss, breakdown
+
+
+# ---------------------------------------------------------------------------------------------
+# MCInfoNCE
+# ---------------------------------------------------------------------------------------------
+
+
+def mc_infonce_loss(
+    dists: Optional[Mapping[str, VonMisesFisher]],
+    num_samples: int = 16,
+    inv_temperature: float = 20.0,
+    masks: Optional[Mapping[str, torch.Tensor]] = None,
+    generator: Optional[torch.Generator] = None,
+    *,
+    samples: Optional[Mapping[str, torch.Tensor]] = None,
+    anchor_slice: Optional[slice] = None,
+    return_breakdown: bool = False,
+):
+    r"""Monte Carlo InfoNCE between vMF embeddings (MCInfoNCE, Kirchhof et al. 2023).
+
+    For every ordered modality pair ``(a, b)``, ``a != b``, and every valid anchor ``i`` (an item
+    with both modalities, in ``anchor_slice``), with ``z^s_{a,i}`` the ``s``-th sample of item ``i``'s
+    vMF in modality ``a``, positive ``z^s_{b,i}`` and negatives ``z^s_{b,j}``, ``j != i`` ranging
+    over the ``M`` other items that have modality ``b``:
+
+    .. math::
+        \ell_i^{a \to b} = -\log \frac{1}{S}\sum_{s=1}^{S}
+            \frac{e^{\tau z^s_{a,i} \cdot z^s_{b,i}}}
+                 {e^{\tau z^s_{a,i} \cdot z^s_{b,i}} + \frac{1}{M}\sum_{j} e^{\tau z^s_{a,i} \cdot z^s_{b,j}}}
+
+    (sample ``s`` of the anchor is compared only with sample ``s`` of the positive and of the
+    negatives), computed in log space: ``log p_s = pos_s - logaddexp(pos_s, LSE_j(neg_sj) - log M)``
+    and ``l_i = -(LSE_s(log p_s) - log S)``. The loss is the mean of ``l_i`` over valid anchors,
+    then the mean over ordered pairs that have at least one valid anchor. With no negative
+    (``M = 0``) the ratio is 1 and ``l_i = 0``.
+
+    Args:
+        dists: ``{modality: VonMisesFisher}``, each of batch shape ``(B,)``, rows aligned by item.
+            May be ``None`` when ``samples`` is given.
+        num_samples: ``S``, Monte Carlo samples per vMF (default 16); ignored with ``samples``.
+        inv_temperature: ``tau`` (default 20.0, the paper's value; fixed, not learned).
+        masks: optional ``{modality: bool (B,)}``; missing entries mean "all present".
+        generator: ``torch.Generator`` for the samples.
+        samples: optional precomputed ``{modality: (S, B, d)}`` (see :func:`draw_samples`), e.g. to
+            share the draws with :func:`ssw_alignment_loss`.
+        anchor_slice: rows of the (gathered) batch that are this call's anchors (see module doc).
+        return_breakdown: also return ``{"a->b": loss}`` per ordered pair.
+
+    Returns:
+        Scalar loss tensor (or ``(loss, breakdown)``).
+    """
+    z = _get_samples(dists, samples, num_samples, generator)
+    names = _check_modalities(z, "mc_infonce_loss")
+    batch = _batch_size(z, 1)
+    num_s = next(iter(z.values())).shape[0]
+    device = next(iter(z.values())).device
+    mk = _masks(masks, names, batch, device)
+    start, stop = _anchor_range(anchor_slice, batch)
+    tau = inv_temperature
+
+    pair_losses, counts = {}, {}
+    for a, b in permutations(names, 2):
+        key = f"{a}->{b}"
+        anchors, candidates, pos_col = _pair_indices(mk[a], mk[b], start, stop)
+        counts[key] = int(anchors.numel())
+        if counts[key] == 0:
+            continue
+        za = z[a].index_select(1, anchors)  # (S, R, d)
+        zb = z[b].index_select(1, candidates)  # (S, K, d)
+        logits = tau * torch.bmm(za, zb.transpose(1, 2))  # (S, R, K)
+        cols = pos_col.view(1, -1, 1).expand(num_s, -1, 1)
+        pos = logits.gather(2, cols).squeeze(2)  # (S, R)
+        num_neg = zb.shape[1] - 1
+        if num_neg == 0:
+            log_p = torch.zeros_like(pos) + 0.0 * pos
+        else:
+            is_pos = torch.zeros(logits.shape[1:], dtype=torch.bool, device=device)
+            is_pos[torch.arange(counts[key], device=device), pos_col] = True
+            neg = torch.logsumexp(logits.masked_fill(is_pos, -math.inf), dim=2) - math.log(num_neg)
+            log_p = pos - torch.logaddexp(pos, neg)
+        per_anchor = -(torch.logsumexp(log_p, dim=0) - math.log(num_s))  # (R,)
+        pair_losses[key] = per_anchor.mean()
+    return _reduce(pair_losses, counts, next(iter(z.values())), return_breakdown)
+
+
+# ---------------------------------------------------------------------------------------------
+# SSW alignment
+# ---------------------------------------------------------------------------------------------
+
+
+def ssw_alignment_loss(
+    dists: Optional[Mapping[str, VonMisesFisher]],
+    num_samples: int = 16,
+    p: float = 2,
+    num_projections: int = 64,
+    masks: Optional[Mapping[str, torch.Tensor]] = None,
+    generator: Optional[torch.Generator] = None,
+    samples: Optional[Mapping[str, torch.Tensor]] = None,
+    *,
+    projections: Optional[torch.Tensor] = None,
+    anchor_slice: Optional[slice] = None,
+    return_breakdown: bool = False,
+):
+    r"""Spherical sliced-Wasserstein alignment between the vMFs of the two views of each item.
+
+    For every unordered modality pair ``{a, b}`` and every valid item ``i`` (both modalities, in
+    ``anchor_slice``), with ``S`` samples from each vMF:
+
+    .. math::
+        \mathcal{L}_{\mathrm{SSW}} = \operatorname{mean}_{\{a,b\}} \operatorname{mean}_i
+            \mathrm{SSW}_p^p\big(\{z^s_{a,i}\}_{s=1}^S, \{z^s_{b,i}\}_{s=1}^S\big),
+
+    the p-th power of SSW with exact circle transport (:func:`spherical_sliced_wasserstein`), on
+    ``num_projections`` slices shared by all items and pairs of the call (drawn from
+    ``generator`` unless ``projections`` is given). It pulls the two distributions of an item
+    together as distributions (location and spread), not only their means.
+
+    Args:
+        dists: ``{modality: VonMisesFisher}`` of batch shape ``(B,)`` (or ``None`` with ``samples``).
+        num_samples: ``S`` (default 16); ignored with ``samples``.
+        p: power of the circle cost, ``>= 1`` (default 2).
+        num_projections: slices (default 64).
+        masks, generator, samples, anchor_slice, return_breakdown: as in :func:`mc_infonce_loss`
+            (breakdown keys ``"a<>b"``).
+        projections: optional ``(L, d, 2)`` slices.
+
+    Returns:
+        Scalar loss tensor (or ``(loss, breakdown)``).
+    """
+    z = _get_samples(dists, samples, num_samples, generator)
+    names = _check_modalities(z, "ssw_alignment_loss")
+    batch = _batch_size(z, 1)
+    first = next(iter(z.values()))
+    d = first.shape[-1]
+    mk = _masks(masks, names, batch, first.device)
+    start, stop = _anchor_range(anchor_slice, batch)
+    if projections is None:
+        projections = random_projections(d, num_projections, generator=generator, device=first.device, dtype=first.dtype)
+
+    pair_losses, counts = {}, {}
+    for a, b in combinations(names, 2):
+        key = f"{a}<>{b}"
+        rows, _, _ = _pair_indices(mk[a], mk[b], start, stop)
+        counts[key] = int(rows.numel())
+        if counts[key] == 0:
+            continue
+        x = z[a].index_select(1, rows).transpose(0, 1)  # (R, S, d)
+        y = z[b].index_select(1, rows).transpose(0, 1)
+        pair_losses[key] = spherical_sliced_wasserstein(x, y, p=p, projections=projections).mean()
+    return _reduce(pair_losses, counts, first, return_breakdown)
+
+
+# ---------------------------------------------------------------------------------------------
+# Deterministic CLIP-style InfoNCE
+# ---------------------------------------------------------------------------------------------
+
+
+def infonce_loss(
+    mus: Mapping[str, Union[torch.Tensor, VonMisesFisher]],
+    logit_scale: torch.Tensor,
+    masks: Optional[Mapping[str, torch.Tensor]] = None,
+    *,
+    anchor_slice: Optional[slice] = None,
+    return_breakdown: bool = False,
+):
+    r"""Symmetric CLIP-style InfoNCE on the cosine of mean directions, with a learned temperature.
+
+    With :math:`s = \min(e^{\text{logit\_scale}}, 100)` (CLIP's clamp of the inverse temperature;
+    the gradient w.r.t. ``logit_scale`` is zero once clamped) and :math:`c_{ij}` the cosine between
+    item ``i``'s direction in modality ``a`` and item ``j``'s in ``b``:
+
+    .. math::
+        \ell_i^{a \to b} = -\log \frac{e^{s c_{ii}}}{\sum_{j} e^{s c_{ij}}},
+
+    ``j`` over the items that have modality ``b``; mean over valid anchors, then over all ordered
+    pairs ``(a, b)``. For two modalities this is exactly CLIP's ``(CE(rows) + CE(columns)) / 2``.
+
+    Args:
+        mus: ``{modality: (B, d)}`` directions (normalised here; a ``VonMisesFisher`` contributes
+            its ``loc``).
+        logit_scale: scalar tensor, log of the inverse temperature (CLIP initialises it to log(1/0.07)).
+        masks, anchor_slice, return_breakdown: as in :func:`mc_infonce_loss`.
+
+    Returns:
+        Scalar loss tensor (or ``(loss, breakdown)``).
+    """
+    vecs = {}
+    for name, v in mus.items():
+        v = v.loc if isinstance(v, VonMisesFisher) else v
+        if not torch.is_tensor(v) or v.ndim != 2:
+            raise ValueError(f"mus[{name!r}] must be a (B, d) tensor, got {getattr(v, 'shape', type(v).__name__)}")
+        vecs[name] = torch.nn.functional.normalize(v, dim=-1)
+    names = _check_modalities(vecs, "infonce_loss")
+    batch = _batch_size(vecs, 0)
+    first = next(iter(vecs.values()))
+    logit_scale = torch.as_tensor(logit_scale, dtype=first.dtype, device=first.device)
+    if logit_scale.numel() != 1:
+        raise ValueError(f"logit_scale must be a scalar, got shape {tuple(logit_scale.shape)}")
+    scale = logit_scale.reshape(()).exp().clamp(max=CLIP_MAX_LOGIT_SCALE)
+    mk = _masks(masks, names, batch, first.device)
+    start, stop = _anchor_range(anchor_slice, batch)
+
+    pair_losses, counts = {}, {}
+    for a, b in permutations(names, 2):
+        key = f"{a}->{b}"
+        anchors, candidates, pos_col = _pair_indices(mk[a], mk[b], start, stop)
+        counts[key] = int(anchors.numel())
+        if counts[key] == 0:
+            continue
+        logits = scale * (vecs[a].index_select(0, anchors) @ vecs[b].index_select(0, candidates).T)
+        pair_losses[key] = torch.nn.functional.cross_entropy(logits, pos_col)
+    return _reduce(pair_losses, counts, first, return_breakdown)
