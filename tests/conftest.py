@@ -1,0 +1,63 @@
+"""Shared fixtures.
+
+``tiny_dataset``: a real music21 benchmark folder (8 pieces x 2 variants, 2 bars: 16 items; splits
+train 12 / val 2 / test 2) built once per test session. Treat it as read-only; copy it
+(``shutil.copytree``) before changing anything. Under pytest-xdist the workers share one build
+through a file lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from pathlib import Path
+
+import pytest
+
+TINY_COLLECTIONS = ("essen", "oneills", "ryans", "bach")  # fast to parse and render
+
+
+def build_tiny_dataset(out: Path, pieces: int = 8, variants: int = 2, bars: int = 2, seed: int = 0) -> Path:
+    """Build (or resume) a small music21 benchmark in ``out`` in this process; returns ``out``."""
+    from vmfmir_cli.data.recipes.music21 import Music21Options, build_music21_benchmark
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        build_music21_benchmark(
+            Music21Options(
+                out=out,
+                pieces=pieces,
+                variants=variants,
+                bars=bars,
+                seed=seed,
+                workers=1,
+                collections=TINY_COLLECTIONS,
+            )
+        )
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory, vmfmir_worker_id: str) -> Path:
+    """Folder of a tiny music21 benchmark (manifest.jsonl, dataset.json, audio/, image/)."""
+    shared = tmp_path_factory.getbasetemp()
+    if vmfmir_worker_id != "master":  # pytest-xdist: the parent of the per-worker temp dirs is shared
+        shared = shared.parent
+    out = shared / "tiny_dataset"
+    try:
+        from filelock import FileLock
+
+        lock = FileLock(str(shared / "tiny_dataset.lock"))
+    except ImportError:  # pragma: no cover - filelock comes with huggingface_hub
+        lock = contextlib.nullcontext()
+    with lock:
+        if not (out / "dataset.json").is_file():
+            build_tiny_dataset(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def vmfmir_worker_id(request) -> str:
+    """The pytest-xdist worker id ("master" without xdist)."""
+    workerinput = getattr(request.config, "workerinput", None)
+    return workerinput["workerid"] if workerinput else "master"
