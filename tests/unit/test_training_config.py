@@ -1,0 +1,111 @@
+"""TrainConfig: precedence (defaults < TOML < --set < flags), unknown keys with suggestions, checks."""
+
+from __future__ import annotations
+
+import pytest
+
+from vmfmir_cli.errors import ConfigError
+from vmfmir_cli.training.config import TrainConfig, load_config, parse_assignment, validate
+from vmfmir_cli.training.runs import resolve_run_dir, set_latest
+
+
+def _write(tmp_path, text: str):
+    path = tmp_path / "c.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_precedence_defaults_file_set_flags(tmp_path):
+    path = _write(tmp_path, 'epochs = 3\nlr = 0.01\nbatch_size = 32\nloss = "baseline"\n[encoders.text]\nid = "text-transformer"\nlayers = 1\n')
+    cfg = load_config(path, overrides={"lr": 0.5, "epochs": None}, sets=["batch_size=8", "ssw_lambda=0.25"])
+    assert cfg.epochs == 3  # file (flag not given)
+    assert cfg.lr == 0.5  # flag beats file
+    assert cfg.batch_size == 8  # --set beats file
+    assert cfg.ssw_lambda == 0.25
+    assert cfg.loss == "baseline"
+    assert cfg.dim == TrainConfig().dim  # default
+    assert cfg.encoders == {"text": {"id": "text-transformer", "layers": 1}}
+    # flags beat --set too
+    assert load_config(path, overrides={"batch_size": 4}, sets=["batch_size=8"]).batch_size == 4
+
+
+def test_encoder_flag_keeps_file_options_of_the_same_encoder_and_drops_others(tmp_path):
+    path = _write(tmp_path, '[encoders.text]\nid = "text-transformer"\nlayers = 1\n')
+    same = load_config(path, overrides={"encoders": {"text": {"id": "text-transformer"}}})
+    assert same.encoders["text"] == {"id": "text-transformer", "layers": 1}
+    other = load_config(path, overrides={"encoders": {"text": {"id": "char-bow"}}})
+    assert other.encoders["text"] == {"id": "char-bow"}
+
+
+def test_unknown_key_names_it_and_suggests(tmp_path):
+    path = _write(tmp_path, "ssw_lamda = 0.3\n")
+    with pytest.raises(ConfigError, match=r"'ssw_lamda'.*did you mean 'ssw_lambda'"):
+        load_config(path)
+    with pytest.raises(ConfigError, match=r"--set: unknown config key 'batchsize'.*'batch_size'"):
+        load_config(sets=["batchsize=3"])
+    with pytest.raises(ConfigError, match="unknown config key 'zzz'; known keys"):
+        load_config(sets=["zzz=1"])
+
+
+def test_wrong_types_and_ranges(tmp_path):
+    with pytest.raises(ConfigError, match="'epochs' must be an integer"):
+        load_config(_write(tmp_path, 'epochs = "ten"\n'))
+    with pytest.raises(ConfigError, match="'loss' must be one of proposed, baseline, infonce.*'baseline'"):
+        load_config(overrides={"loss": "basline"})
+    with pytest.raises(ConfigError, match="at least two"):
+        load_config(overrides={"modalities": "audio"})
+    with pytest.raises(ConfigError, match="unknown modality 'imag'.*'image'"):
+        load_config(overrides={"modalities": "audio,imag"})
+    with pytest.raises(ConfigError, match="kappa_min < kappa_max"):
+        load_config(overrides={"kappa_min": 10.0, "kappa_max": 5.0})
+    with pytest.raises(ConfigError, match="invalid TOML"):
+        load_config(_write(tmp_path, "epochs = = 3\n"))
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "missing.toml")
+
+
+def test_set_parses_toml_values_and_encoder_keys():
+    assert parse_assignment("lr=3e-4") == ("lr", 3e-4)
+    assert parse_assignment("modalities=[\"audio\", \"text\"]") == ("modalities", ["audio", "text"])
+    assert parse_assignment("device=cpu") == ("device", "cpu")  # bare word -> string
+    assert parse_assignment("encoders.audio.channels=[8, 16]") == ("encoders", {"audio": {"channels": [8, 16]}})
+    cfg = load_config(sets=["encoders.audio.channels=[8, 16]", "modalities=audio,text"])
+    assert cfg.encoders == {"audio": {"channels": [8, 16]}} and cfg.modalities == ["audio", "text"]
+
+
+def test_round_trip_and_effective_score():
+    cfg = TrainConfig(loss="infonce", epochs=2)
+    again = TrainConfig.from_dict(cfg.to_dict())
+    assert again == cfg
+    assert again.effective_val_score() == "cosine"
+    assert validate(TrainConfig()).effective_val_score() == "elk"
+
+
+def test_examples_load(tmp_path):
+    from pathlib import Path
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    tomls = sorted(examples.glob("*.toml"))
+    assert {p.stem for p in tomls} >= {"proposed", "baseline", "infonce"}
+    for path in tomls:
+        cfg = load_config(path)
+        assert cfg.loss in ("proposed", "baseline", "infonce")
+
+
+def test_latest_pointer_symlink_and_text_file(tmp_path):
+    runs = tmp_path / "runs"
+    (runs / "a").mkdir(parents=True)
+    (runs / "b").mkdir()
+    set_latest(runs / "a")
+    assert resolve_run_dir(runs / "latest") == (runs / "a").resolve()
+    set_latest(runs / "b")
+    assert resolve_run_dir(runs / "latest") == (runs / "b").resolve()
+    assert resolve_run_dir(runs) == (runs / "b").resolve()
+    assert (runs / "LATEST").read_text().strip() == "b"
+    (runs / "latest").unlink()  # a platform without symlinks only has the text file
+    assert resolve_run_dir(runs / "latest") == (runs / "b").resolve()
+    assert resolve_run_dir(runs / "a") == (runs / "a").resolve()
+    from vmfmir_cli.errors import CheckpointError
+
+    with pytest.raises(CheckpointError):
+        resolve_run_dir(tmp_path / "nowhere" / "latest")

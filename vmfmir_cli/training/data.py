@@ -1,0 +1,264 @@
+"""Training data: dataset checks, deterministic batches, preprocessing cache and per-modality collate.
+
+Batches are a pure function of ``(seed, epoch, position)``: the permutation of the training items in
+epoch ``e`` comes from ``torch.Generator().manual_seed(mix(seed, e))`` and global batch ``k`` is
+``perm[k * B:(k + 1) * B]`` (the last incomplete batch is dropped, as usual for contrastive
+training). Under DDP rank ``r`` of ``W`` takes rows ``[r * B / W, (r + 1) * B / W)`` of every global
+batch, so the gathered batch is exactly the single-process batch, and a resumed run restarts at
+batch ``k`` without replaying the data loader.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
+
+import torch
+import torch.utils.data
+
+from vmfmir_cli.data.datasets import MultimodalDataset
+from vmfmir_cli.data.manifest import Item, read_dataset_info, read_manifest, split_items
+from vmfmir_cli.errors import DataError
+
+_MASK64 = (1 << 63) - 1
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (splitmix64-style), so (seed, epoch) pairs never collide by addition."""
+    x = 0x9E3779B97F4A7C15
+    for p in parts:
+        x = (x ^ (int(p) & ((1 << 64) - 1))) * 0xBF58476D1CE4E5B9 & ((1 << 64) - 1)
+        x ^= x >> 31
+        x = x * 0x94D049BB133111EB & ((1 << 64) - 1)
+        x ^= x >> 29
+    return x & _MASK64
+
+
+# --------------------------------------------------------------------------------------------------
+# The dataset and its checks
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainingData:
+    """The items to train and validate on, for the modalities that will be trained."""
+
+    info: dict
+    train: list[Item]
+    val: list[Item]
+    modalities: list[str]
+    dropped: list[str]  # requested modalities the dataset lacks
+    partial: bool  # some training item lacks one of the modalities
+
+    def counts(self, split: str) -> dict[str, int]:
+        items = self.train if split == "train" else self.val
+        return {m: sum(it.has(m) for it in items) for m in self.modalities}
+
+
+def load_training_data(data_dir: str, modalities: Sequence[str]) -> TrainingData:
+    """Read the dataset and check it can train ``modalities`` (DataError naming what is wrong)."""
+    items = read_manifest(data_dir)
+    info = read_dataset_info(data_dir)
+    train_all = split_items(items, "train")
+    val_all = split_items(items, "val")
+    if not train_all:
+        raise DataError(
+            f"the train split of {data_dir} is empty; rebuild the dataset with vmfmir prepare (or check the "
+            "'split' field of manifest.jsonl)"
+        )
+    if not val_all:
+        raise DataError(
+            f"the val split of {data_dir} is empty; validation picks the best checkpoint, so the dataset needs "
+            "items with split 'val' (vmfmir prepare makes one)"
+        )
+    present = [m for m in modalities if any(it.has(m) for it in train_all)]
+    dropped = [m for m in modalities if m not in present]
+    if len(present) < 2:
+        have = [m for m in ("audio", "image", "text") if any(it.has(m) for it in train_all)]
+        raise DataError(
+            f"the train split of {data_dir} has {len(present)} of the requested modalities "
+            f"({', '.join(modalities)}); training needs at least two. The dataset has: {', '.join(have) or 'none'}"
+        )
+    train = [it for it in train_all if any(it.has(m) for m in present)]
+    pairs = sum(1 for it in train if sum(it.has(m) for m in present) >= 2)
+    if pairs < 2:
+        raise DataError(
+            f"the train split of {data_dir} has {pairs} item(s) with two or more of {', '.join(present)}; "
+            "contrastive training needs at least two such items"
+        )
+    val = [it for it in val_all if any(it.has(m) for m in present)]
+    val_pairs = sum(1 for it in val if sum(it.has(m) for m in present) >= 2)
+    if val_pairs < 1:
+        raise DataError(
+            f"the val split of {data_dir} has no item with two or more of {', '.join(present)}; nothing to validate"
+        )
+    partial = any(not it.has(m) for it in train for m in present)
+    return TrainingData(info=info, train=train, val=val, modalities=present, dropped=dropped, partial=partial)
+
+
+class PreprocessedDataset(torch.utils.data.Dataset):
+    """Decoded and preprocessed items (``{"index", "id", "group", <modality>: tensor | None}``).
+
+    Items are preprocessed once and kept in memory until the cache holds ``cache_bytes`` (later
+    items are preprocessed on every access); preprocessing is deterministic, so the cache changes
+    nothing but speed. It lives in the process that reads the items, so it only helps with
+    ``num_workers=0``.
+    """
+
+    def __init__(
+        self,
+        items: Sequence[Item],
+        modalities: Sequence[str],
+        preprocess: Mapping[str, Callable[[Any], torch.Tensor]],
+        sample_rate: int,
+        cache_bytes: int = 0,
+    ) -> None:
+        self.inner = MultimodalDataset(
+            list(items), None, modalities, transforms=dict(preprocess), sample_rate=sample_rate, require=False
+        )
+        self.cache_bytes = int(cache_bytes)
+        self.cached_bytes = 0
+        self._cache: dict[int, dict] = {}
+
+    @property
+    def items(self) -> list[Item]:
+        return self.inner.items
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getitem__(self, index: int) -> dict:
+        hit = self._cache.get(index)
+        if hit is not None:
+            return hit
+        out = self.inner[index]
+        if self.cached_bytes < self.cache_bytes:
+            self._cache[index] = out
+            self.cached_bytes += sum(_nbytes(v) for k, v in out.items() if k not in ("index", "id", "group"))
+        return out
+
+
+def _nbytes(value: Any) -> int:
+    if torch.is_tensor(value):
+        return value.element_size() * value.numel()
+    if isinstance(value, (list, tuple)):
+        return sum(_nbytes(v) for v in value)
+    if isinstance(value, dict):
+        return sum(_nbytes(v) for v in value.values())
+    if isinstance(value, str):
+        return len(value)
+    return 64
+
+
+# --------------------------------------------------------------------------------------------------
+# Batches
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    global_batch: int
+    local_batch: int
+    steps_per_epoch: int
+    note: Optional[str] = None
+
+
+def plan_batches(num_items: int, batch_size: int, world_size: int) -> BatchPlan:
+    """Global batch (a multiple of the world size), per-rank batch and steps per epoch."""
+    if batch_size % world_size:
+        raise DataError(
+            f"batch_size {batch_size} is the global batch and must be divisible by the number of processes "
+            f"({world_size}); use e.g. --batch-size {batch_size - batch_size % world_size or world_size}"
+        )
+    note = None
+    global_batch = batch_size
+    if num_items < batch_size:
+        global_batch = num_items - num_items % world_size
+        if global_batch < max(2, world_size):
+            raise DataError(
+                f"the train split has {num_items} usable item(s), too few for {world_size} process(es); "
+                "contrastive training needs at least two items per batch"
+            )
+        note = (
+            f"the train split has only {num_items} items, fewer than batch_size {batch_size}: "
+            f"using batches of {global_batch}"
+        )
+    return BatchPlan(global_batch, global_batch // world_size, num_items // global_batch, note)
+
+
+def epoch_permutation(num_items: int, seed: int, epoch: int) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(mix_seed(seed, epoch))
+    return torch.randperm(num_items, generator=gen)
+
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """This rank's rows of global batches ``start, start + 1, ...`` of one epoch."""
+
+    def __init__(self, num_items: int, plan: BatchPlan, seed: int, epoch: int, rank: int = 0, start: int = 0) -> None:
+        self.plan, self.rank, self.start = plan, rank, start
+        self.perm = epoch_permutation(num_items, seed, epoch)
+
+    def __len__(self) -> int:
+        return max(0, self.plan.steps_per_epoch - self.start)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        g, b = self.plan.global_batch, self.plan.local_batch
+        for k in range(self.start, self.plan.steps_per_epoch):
+            rows = self.perm[k * g : (k + 1) * g]
+            yield rows[self.rank * b : (self.rank + 1) * b].tolist()
+
+
+class BatchCollator:
+    """Item dicts -> ``{"index", "groups", "inputs": {m: encoder batch}, "masks": {m: bool (B,)}}``.
+
+    ``inputs[m]`` holds only the items that have ``m`` (in batch order); ``masks[m]`` says which
+    rows those are. A modality no item of the batch has is absent from ``inputs``.
+    """
+
+    def __init__(self, collate: Mapping[str, Callable[[list[torch.Tensor]], dict]]) -> None:
+        self.collate = dict(collate)
+
+    def __call__(self, rows: Sequence[Mapping[str, Any]]) -> dict:
+        inputs, masks = {}, {}
+        for m, fn in self.collate.items():
+            mask = torch.tensor([r.get(m) is not None for r in rows], dtype=torch.bool)
+            masks[m] = mask
+            present = [r[m] for r in rows if r.get(m) is not None]
+            if present:
+                inputs[m] = fn(present)
+        return {
+            "index": torch.tensor([int(r["index"]) for r in rows], dtype=torch.long),
+            "groups": [r["group"] for r in rows],
+            "inputs": inputs,
+            "masks": masks,
+        }
+
+
+def make_loader(dataset, sampler, collator, num_workers: int) -> torch.utils.data.DataLoader:
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collator,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(0),  # never draw the workers' base seed from the global RNG
+    )
+
+
+def chunks(indices: Sequence[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(indices), size):
+        yield list(indices[start : start + size])
+
+
+__all__ = [
+    "BatchCollator",
+    "BatchPlan",
+    "EpochBatchSampler",
+    "PreprocessedDataset",
+    "TrainingData",
+    "chunks",
+    "epoch_permutation",
+    "load_training_data",
+    "make_loader",
+    "mix_seed",
+    "plan_batches",
+]

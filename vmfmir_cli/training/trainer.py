@@ -1,0 +1,539 @@
+"""The training loop: ``train(config, callbacks) -> run_dir``.
+
+One step: (re)seed from ``(seed, step)`` -> encode the local batch per modality -> all-gather
+``mu``/``kappa`` with gradients (DDP) -> :func:`~vmfmir_cli.training.objective.training_loss` for
+this rank's anchors -> check every term is finite (all ranks agree) -> backward, clip, optimiser
+step with the scheduled learning rate. Each epoch ends with validation (MRR over modality pairs);
+the best model is written to ``<run>/model.safetensors`` + ``config.json``, the last one to
+``<run>/final/``. A checkpoint (``<run>/checkpoint/``) is written every ``checkpoint_every`` steps,
+at the end of every epoch and at the end of the run.
+
+Determinism: everything random in a step is drawn from generators seeded by ``(seed, step)`` (the
+Monte Carlo draws and SSW slices, identical on every rank) and ``(seed, step, rank)`` (dropout), and
+the batches are a function of ``(seed, epoch, position)``. So a run resumed from any checkpoint
+repeats the uninterrupted run exactly (on CPU, bit for bit).
+
+The library never prints: progress goes to :class:`Callback` objects (called on rank 0 only).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Optional, Sequence
+
+import torch
+from torch import nn
+
+from vmfmir_cli.errors import CheckpointError, ConfigError, VmfmirError
+from vmfmir_cli.training import checkpoint as ckpt_io
+from vmfmir_cli.training.callbacks import Callback
+from vmfmir_cli.training.build import (
+    audio_rate,
+    build_model,
+    kappa_parameters,
+    lr_at,
+    make_optimizer,
+    resolve_device,
+    resolve_encoders,
+    use_bf16,
+)
+from vmfmir_cli.training.config import RESUMABLE_KEYS, TrainConfig, differences, validate
+from vmfmir_cli.training.data import (
+    BatchCollator,
+    EpochBatchSampler,
+    PreprocessedDataset,
+    load_training_data,
+    make_loader,
+    mix_seed,
+    plan_batches,
+)
+from vmfmir_cli.training.distributed import (
+    PackedGather,
+    all_gather_nograd,
+    all_reduce_mean,
+    anchor_slice,
+    barrier,
+    broadcast_object,
+    cleanup,
+    env_world_size,
+    init_distributed,
+)
+from vmfmir_cli.training.objective import TERMS, training_loss
+from vmfmir_cli.training.runs import METRICS_FILE, MetricsLog, default_run_name, new_run_dir, set_latest
+from vmfmir_cli.training.validation import encode_split, retrieval_metrics
+
+FINAL_DIR = "final"
+
+
+class NonFiniteLossError(VmfmirError):
+    """A loss term (or the gradient) became NaN or infinite; the last good checkpoint is kept."""
+
+
+# --------------------------------------------------------------------------------------------------
+# The module DDP wraps
+# --------------------------------------------------------------------------------------------------
+
+
+class TrainModule(nn.Module):
+    """Model + trainable loss parameters; ``forward(inputs, masks)`` encodes every modality of a
+    batch (one forward per step, as DDP wants) into rows aligned by item."""
+
+    def __init__(self, model, logit_scale: Optional[float] = None) -> None:
+        super().__init__()
+        self.model = model
+        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale))) if logit_scale is not None else None
+
+    def forward(self, inputs: Mapping[str, dict], masks: Mapping[str, torch.Tensor]):
+        out = {}
+        d = self.model.embed_dim
+        for m in self.model.modalities:
+            mask = masks[m]
+            rows = mask.shape[0]
+            mu = torch.zeros(rows, d, dtype=torch.float32, device=mask.device)
+            mu[:, 0] = 1.0  # placeholder direction for items without m (masked out of every loss)
+            kappa = torch.ones(rows, dtype=torch.float32, device=mask.device)
+            if m in inputs:
+                mu_m, kappa_m = self.model.encode_params(m, inputs[m])
+                idx = torch.nonzero(mask).flatten()
+                mu = mu.index_copy(0, idx, mu_m.float())
+                kappa = kappa.index_copy(0, idx, kappa_m.float())
+            out[m] = (mu, kappa)
+        return out, self.logit_scale
+
+
+# --------------------------------------------------------------------------------------------------
+# The trainer
+# --------------------------------------------------------------------------------------------------
+
+
+def resume_config(run_dir: str | Path, overrides: Optional[Mapping[str, Any]] = None) -> TrainConfig:
+    """The saved config of a run with ``overrides`` applied (only :data:`RESUMABLE_KEYS` may change)."""
+    found = ckpt_io.find_checkpoint(run_dir)
+    if found is None:
+        raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from; start a new run")
+    saved = TrainConfig.from_dict(found.state["config"], source=f"{found.path / ckpt_io.STATE_FILE}")
+    config = saved.replace(**{k: v for k, v in (overrides or {}).items() if v is not None})
+    changed = [k for k in differences(saved, config) if k not in RESUMABLE_KEYS]
+    if changed:
+        raise ConfigError(
+            f"cannot change {', '.join(changed)} when resuming {run_dir} (the run was trained with other values); "
+            f"only {', '.join(sorted(RESUMABLE_KEYS))} may change. Start a new run instead"
+        )
+    return validate(config)
+
+
+def train(
+    config: Optional[TrainConfig | Mapping[str, Any]] = None,
+    callbacks: Sequence[Callback] = (),
+    resume: Optional[str | Path] = None,
+) -> Path:
+    """Train a model as ``config`` says and return its run folder.
+
+    With ``resume`` (a run folder, or ``runs/latest``), continue that run from its last checkpoint;
+    ``config`` is then the saved one (``None``) or must equal it except for :data:`RESUMABLE_KEYS`
+    (see :func:`resume_config`).
+    """
+    if resume is not None:
+        from vmfmir_cli.training.runs import resolve_run_dir
+
+        resume = resolve_run_dir(resume)
+        if config is None:
+            config = resume_config(resume)
+    if config is None:
+        config = TrainConfig()
+    if not isinstance(config, TrainConfig):
+        config = TrainConfig.from_dict(config)
+    validate(config)
+    return Trainer(config, callbacks, resume).run()
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, callbacks: Sequence[Callback] = (), resume: Optional[str | Path] = None):
+        self.config = config
+        self.callbacks = list(callbacks)
+        self.resume_dir = Path(resume) if resume is not None else None
+
+    # -- plumbing ---------------------------------------------------------------------------------
+    def _emit(self, name: str, *args: Any) -> None:
+        if self.dist.is_main:
+            for cb in self.callbacks:
+                getattr(cb, name)(*args)
+
+    def _autocast(self):
+        if self.bf16:
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    # -- the run ----------------------------------------------------------------------------------
+    def run(self) -> Path:
+        cfg = self.config
+        local_rank = int(os.environ.get("LOCAL_RANK", "0")) if env_world_size() > 1 else 0
+        self.device = resolve_device(cfg.device, local_rank)
+        self.dist = init_distributed(self.device.type)
+        try:
+            return self._run()
+        finally:
+            cleanup(self.dist)
+
+    def _prepare(self) -> None:
+        """Every check and every build step, before the first optimiser step."""
+        cfg, info = self.config, self.dist
+        self.bf16 = use_bf16(cfg.precision, self.device)
+        if cfg.deterministic:
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        self.checkpoint = None
+        if self.resume_dir is not None:
+            self.checkpoint = ckpt_io.find_checkpoint(self.resume_dir)
+            if self.checkpoint is None:
+                raise CheckpointError(f"{self.resume_dir} has no complete checkpoint to resume from; start a new run")
+            saved = TrainConfig.from_dict(self.checkpoint.state["config"])
+            changed = [k for k in differences(saved, cfg) if k not in RESUMABLE_KEYS]
+            if changed:
+                raise ConfigError(f"cannot change {', '.join(changed)} when resuming {self.resume_dir}")
+        # checks that need neither data nor weights
+        specs = None
+        if self.checkpoint is None:
+            specs = resolve_encoders(cfg, [m for m in cfg.modalities])
+        data = load_training_data(cfg.data, cfg.modalities)
+        if self.checkpoint is not None:
+            trained = list(self.checkpoint.state["model_config"]["encoders"])
+            if sorted(trained) != sorted(data.modalities):
+                raise CheckpointError(
+                    f"the run trains {', '.join(trained)} but the dataset at {cfg.data} gives {', '.join(data.modalities)}"
+                )
+        elif data.dropped:
+            specs = {m: s for m, s in specs.items() if m in data.modalities}
+        self.data = data
+        self.plan = plan_batches(len(data.train), cfg.batch_size, info.world_size)
+        epochs_total = cfg.epochs * self.plan.steps_per_epoch
+        self.total_steps = min(epochs_total, cfg.max_steps) if cfg.max_steps else epochs_total
+        self.modalities = list(data.modalities)
+
+        # the model: built (and its preprocessing fitted) on rank 0; the other ranks rebuild it from
+        # rank 0's config and DDP copies rank 0's initial weights to them
+        from vmfmir_cli.encoders.model import MultimodalModel
+
+        sample_rate = int(data.info.get("sample_rate", 16000))
+        torch.manual_seed(mix_seed(cfg.seed, 0x5EED))
+        if self.checkpoint is None:
+            model, model_config = None, None
+            if info.is_main:
+                raws = {m: _lazy_raws(data.train, m, sample_rate) for m in specs}
+                model = build_model(specs, cfg, sample_rate, fit_raws=raws)
+                model_config = model.config()
+            model_config = broadcast_object(model_config, info)
+            if model is None:
+                model = MultimodalModel.from_config(model_config)
+        else:
+            model = MultimodalModel.from_config(self.checkpoint.state["model_config"])
+            model.load_saved_state(self.checkpoint.model_tensors)
+        self.model = model.to(self.device)
+        self.model.train()
+        logit_scale = cfg.logit_scale_init if cfg.loss == "infonce" else None
+        self.module = TrainModule(self.model, logit_scale).to(self.device)
+        if cfg.loss == "infonce":
+            for p in kappa_parameters(self.model):
+                p.requires_grad_(False)
+        if self.checkpoint is not None and self.module.logit_scale is not None:
+            with torch.no_grad():
+                self.module.logit_scale.copy_(self.checkpoint.training_tensors["loss.logit_scale"])
+        if info.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(
+                self.module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=data.partial,
+            )
+        else:
+            self.ddp = self.module
+        self.gather = PackedGather(info)
+        self.optimizer = make_optimizer(cfg, self.module.named_parameters())
+        self.trainable = [p for p in self.module.parameters() if p.requires_grad]
+
+        # datasets
+        rate = audio_rate(self.model, sample_rate)
+        preprocess = {m: self.model.encoders[m].preprocess for m in self.modalities}
+        budget = int(cfg.cache_gb * 1e9) if cfg.num_workers == 0 else 0
+        share = len(data.train) / max(1, len(data.train) + len(data.val))
+        self.train_set = PreprocessedDataset(data.train, self.modalities, preprocess, rate, int(budget * share))
+        self.val_set = PreprocessedDataset(data.val, self.modalities, preprocess, rate, budget - int(budget * share))
+        self.collator = BatchCollator({m: self.model.encoders[m].collate for m in self.modalities})
+
+    def _run(self) -> Path:
+        cfg, info = self.config, self.dist
+        started = time.perf_counter()
+        self._prepare()
+        ckpt = self.checkpoint
+
+        # the run folder
+        if ckpt is None:
+            run_dir = None
+            if info.is_main:
+                run_dir = str(new_run_dir(cfg.out, cfg.name or default_run_name(cfg.loss)))
+            self.run_dir = Path(broadcast_object(run_dir, info))
+        else:
+            self.run_dir = Path(self.resume_dir)
+        self.metrics = MetricsLog(self.run_dir / METRICS_FILE, info.is_main)
+        self._last_checkpoint_step = ckpt.step if ckpt is not None else 0
+
+        if ckpt is None:
+            self.step, self.epoch, self.pos = 0, 0, 0
+            self.best_mrr, self.best_step, self.last_val_step = -1.0, -1, -1
+        else:
+            s = ckpt.state
+            self.step, self.epoch, self.pos = int(s["step"]), int(s["epoch"]), int(s["position"])
+            self.best_mrr, self.best_step = float(s["best_mrr"]), int(s["best_step"])
+            self.last_val_step = int(s.get("last_val_step", -1))
+            ckpt_io.optimizer_from_flat(self.optimizer, ckpt.training_tensors, s["optimizer"])
+            ckpt_io.set_rng_state(ckpt.training_tensors, s["rng"])
+            barrier(info)  # every rank has read the checkpoint before rank 0 tidies the folder
+            if info.is_main:
+                ckpt_io.cleanup_leftovers(self.run_dir, ckpt.path)
+                self.metrics.truncate_after(self.step)
+            barrier(info)
+
+        for note in ([self.plan.note] if self.plan.note else []) + [
+            f"the dataset has no {m} items in the train split; training {', '.join(self.modalities)}"
+            for m in self.data.dropped
+        ]:
+            self._emit("on_message", note)
+        self._emit("on_train_start", self._start_info(resumed=ckpt is not None))
+        if ckpt is None:
+            self._save_checkpoint()  # step 0: a run killed before its first checkpoint can resume
+            if info.is_main:
+                set_latest(self.run_dir)
+
+        last = time.perf_counter()
+        first_epoch = True
+        while self.step < self.total_steps:
+            if self.pos >= self.plan.steps_per_epoch:
+                self.epoch, self.pos = self.epoch + 1, 0
+            start = {"steps": self.plan.steps_per_epoch, "start": self.pos, "resumed": first_epoch and self.pos > 0}
+            self._emit("on_epoch_start", self.epoch, start)
+            first_epoch = False
+            sampler = EpochBatchSampler(
+                len(self.train_set), self.plan, cfg.seed, self.epoch, rank=info.rank, start=self.pos
+            )
+            for batch in make_loader(self.train_set, sampler, self.collator, cfg.num_workers):
+                record = self._train_step(batch)
+                self.step += 1
+                self.pos += 1
+                now = time.perf_counter()
+                record["items_per_s"] = self.plan.global_batch / max(now - last, 1e-9)
+                logged = self.step % cfg.log_every == 0 or self.step == self.total_steps
+                if logged:
+                    self.metrics.write(record)
+                self._emit("on_step", {**record, "logged": logged})
+                epoch_end = self.pos >= self.plan.steps_per_epoch
+                done = self.step >= self.total_steps
+                if epoch_end and (self.epoch + 1) % cfg.val_every == 0:
+                    self._validate()
+                if done:
+                    break
+                if epoch_end or (cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0):
+                    self._save_checkpoint()
+                last = time.perf_counter()
+        if self.last_val_step != self.step or self.best_step < 0:
+            self._validate()
+        self._save_checkpoint()
+        final = self._save_final()
+        summary = {
+            "run_dir": str(self.run_dir),
+            "steps": self.step,
+            "best_mrr": self.best_mrr,
+            "best_step": self.best_step,
+            "final_mrr": final,
+            "seconds": time.perf_counter() - started,
+        }
+        self._emit("on_train_end", summary)
+        barrier(info)
+        return self.run_dir
+
+    def _start_info(self, resumed: bool) -> dict:
+        cfg = self.config
+        return {
+            "run_dir": str(self.run_dir),
+            "resumed": resumed,
+            "start_step": self.step,
+            "total_steps": self.total_steps,
+            "steps_per_epoch": self.plan.steps_per_epoch,
+            "epochs": cfg.epochs,
+            "global_batch": self.plan.global_batch,
+            "modalities": list(self.modalities),
+            "encoders": {m: self.model.encoders[m].encoder_id for m in self.modalities},
+            "loss": cfg.loss,
+            "device": str(self.device),
+            "precision": "bf16" if self.bf16 else "fp32",
+            "world_size": self.dist.world_size,
+            "train_items": len(self.data.train),
+            "val_items": len(self.data.val),
+            "parameters": sum(p.numel() for p in self.trainable),
+        }
+
+    # -- one step ---------------------------------------------------------------------------------
+    def _train_step(self, batch: dict) -> dict:
+        from vmfmir_cli.encoders.base import batch_to
+
+        cfg, info = self.config, self.dist
+        lr = lr_at(cfg, self.step, self.total_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        torch.manual_seed(mix_seed(cfg.seed, self.step, info.rank, 1))  # dropout: per step and rank
+        generator = torch.Generator(device=self.device).manual_seed(mix_seed(cfg.seed, self.step, 2))
+        inputs = {m: batch_to(b, self.device) for m, b in batch["inputs"].items()}
+        masks = {m: t.to(self.device) for m, t in batch["masks"].items()}
+        with self._autocast():
+            params, logit_scale = self.ddp(inputs, masks)
+        params = self.gather(params)
+        gmasks = {m: all_gather_nograd(t.to(torch.uint8), info).bool() for m, t in masks.items()}
+        anchors = anchor_slice(info, self.plan.local_batch) if info.enabled else None
+        loss, terms, pairs = training_loss(params, gmasks, cfg, generator, anchors, logit_scale)
+
+        names = list(TERMS[cfg.loss])
+        stats = all_reduce_mean(torch.stack([terms[k].detach().float() for k in names]), info)
+        bad = [k for k, v in zip(names, stats.tolist()) if not math.isfinite(v)]
+        if bad:
+            raise self._diverged(", ".join(k for k in bad if k != "loss") or "loss", stats.tolist()[0])
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.trainable, cfg.grad_clip)
+        else:
+            grad_norm = torch.linalg.vector_norm(
+                torch.stack([p.grad.detach().norm() for p in self.trainable if p.grad is not None])
+            )
+        if not bool(torch.isfinite(grad_norm)):
+            raise self._diverged("gradient", float(grad_norm))
+        self.optimizer.step()
+
+        record: dict[str, Any] = {"type": "train", "step": self.step + 1, "epoch": self.epoch}
+        record.update({k: v for k, v in zip(names, stats.tolist())})
+        pair_stats = all_reduce_mean(torch.stack([v.float() for v in pairs.values()]), info) if pairs else None
+        record["pairs"] = dict(zip(pairs, pair_stats.tolist())) if pair_stats is not None else {}
+        record["kappa"] = {
+            m: float(k.detach()[gmasks[m]].float().mean()) if bool(gmasks[m].any()) else float("nan")
+            for m, (_, k) in params.items()
+        }
+        if logit_scale is not None:
+            record["logit_scale"] = float(logit_scale.detach())
+        record["lr"] = lr
+        record["grad_norm"] = float(grad_norm)
+        return record
+
+    def _diverged(self, term: str, value: float) -> NonFiniteLossError:
+        what = {"gradient": "the gradient norm", "loss": "the loss"}.get(term, f"the {term} loss term")
+        where = self.run_dir / ckpt_io.CHECKPOINT_DIR
+        return NonFiniteLossError(
+            f"{what} became {value} at step {self.step + 1} (epoch {self.epoch + 1}); training stopped. "
+            f"The last good checkpoint is kept in {where} (step {self._last_checkpoint_step}); resume it with "
+            f"`vmfmir train --resume {self.run_dir}` after lowering the learning rate (--set lr=...), or start "
+            "again with a smaller lr, kappa_max or inv_temperature"
+        )
+
+    # -- validation and saving --------------------------------------------------------------------
+    def _validate(self) -> None:
+        cfg = self.config
+        encoded = encode_split(self.model, self.val_set, self.modalities, cfg.batch_size, self._autocast)
+        result = retrieval_metrics(encoded, cfg.effective_val_score())
+        if not result["finite"]:
+            raise NonFiniteLossError(
+                f"validation scores became NaN/inf at step {self.step}; training stopped, the last good checkpoint "
+                f"is kept in {self.run_dir / ckpt_io.CHECKPOINT_DIR}"
+            )
+        self.last_val_step = self.step
+        improved = result["mrr"] > self.best_mrr
+        if improved:
+            self.best_mrr, self.best_step = result["mrr"], self.step
+            if self.dist.is_main:
+                self._save_model(self.run_dir, best=True)
+        record = {
+            "type": "val",
+            "step": self.step,
+            "epoch": self.epoch,
+            "mrr": result["mrr"],
+            "pairs": result["pairs"],
+            "kappa": result["kappa"],
+            "score": result["score"],
+            "best": improved,
+        }
+        self.metrics.write(record)
+        self._last_val = result["mrr"]
+        self._emit("on_validation", record)
+        barrier(self.dist)
+
+    def _model_extra(self, best: bool) -> dict:
+        cfg = self.config
+        extra = {
+            "train": cfg.to_dict(),
+            "modalities": list(self.modalities),
+            "loss": cfg.loss,
+            "score": cfg.effective_val_score(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "val_mrr": self.best_mrr if best else getattr(self, "_last_val", None),
+            "dataset": {"path": str(Path(cfg.data).resolve()), "name": self.data.info.get("name")},
+            "world_size": self.dist.world_size,
+        }
+        if self.module.logit_scale is not None:
+            extra["logit_scale"] = float(self.module.logit_scale.detach())
+        return extra
+
+    def _save_model(self, folder: Path, best: bool) -> None:
+        from vmfmir_cli.encoders.model import save_model
+
+        save_model(self.model, folder, extra=self._model_extra(best))
+
+    def _save_final(self) -> Optional[float]:
+        if self.dist.is_main:
+            self._save_model(self.run_dir / FINAL_DIR, best=False)
+        barrier(self.dist)
+        return getattr(self, "_last_val", None)
+
+    def _save_checkpoint(self) -> None:
+        if self.dist.is_main:
+            opt_tensors, opt_meta = ckpt_io.optimizer_to_flat(self.optimizer)
+            rng_tensors, rng_meta = ckpt_io.rng_state()
+            training = {**opt_tensors, **rng_tensors}
+            if self.module.logit_scale is not None:
+                training["loss.logit_scale"] = self.module.logit_scale.detach()
+            state = {
+                "step": self.step,
+                "epoch": self.epoch,
+                "position": self.pos,
+                "steps_per_epoch": self.plan.steps_per_epoch,
+                "global_batch": self.plan.global_batch,
+                "total_steps": self.total_steps,
+                "best_mrr": self.best_mrr,
+                "best_step": self.best_step,
+                "last_val_step": self.last_val_step,
+                "config": self.config.to_dict(),
+                "model_config": self.model.config(),
+                "optimizer": opt_meta,
+                "scheduler": {"kind": self.config.schedule, "step": self.step, "total_steps": self.total_steps},
+                "rng": rng_meta,
+                "world_size": self.dist.world_size,
+            }
+            path = ckpt_io.save_checkpoint(self.run_dir, self.model.state_dict_for_saving(), training, state)
+            self._emit("on_checkpoint", self.step, path)
+        self._last_checkpoint_step = self.step
+        barrier(self.dist)
+
+
+def _lazy_raws(items, modality: str, sample_rate: int) -> Iterable[Any]:
+    """Raw training items of one modality, decoded only if an encoder's fit_preprocessing reads them."""
+    from vmfmir_cli.data.datasets import MultimodalDataset
+
+    decoder = MultimodalDataset(list(items), None, [modality], sample_rate=sample_rate, require=False)
+    for item in decoder.items:
+        if item.has(modality):
+            yield decoder.decode(item, modality)
+
+
+__all__ = ["Callback", "METRICS_FILE", "NonFiniteLossError", "TrainModule", "Trainer", "resume_config", "train"]
