@@ -546,6 +546,8 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                    help="override a shared setting for every run (vmfmir train --set syntax), repeatable")
     p.add_argument("--quick", action="store_true", help="a tiny smoke run of every stage (results *_quick.*)")
     p.add_argument("--tune", action="store_true", help="val-only hyper-parameter sweep (one seed per setting)")
+    p.add_argument("--only", default="", metavar="NAME,...",
+                   help="with --tune: run only these settings of the grid (e.g. proposed,proposed-lambda1)")
     return p.parse_args(argv)
 
 
@@ -644,8 +646,16 @@ def tune(args, settings, data, runs_root, out, epochs, pieces, command, machine,
     from vmfmir_cli.engine.scores import SCORE_KINDS
     from vmfmir_cli.utils_io import write_json, write_text
 
+    grid = tuning_grid(args.quick)
+    if args.only:
+        wanted = [n.strip() for n in args.only.split(",") if n.strip()]
+        known = [name for name, _, _ in grid]
+        missing = [n for n in wanted if n not in known]
+        if missing:
+            raise SystemExit(f"unknown tuning setting {missing[0]!r}; choose from {', '.join(known)}")
+        grid = [g for g in grid if g[0] in wanted]
     rows = []
-    for name, loss, overrides in tuning_grid(args.quick):
+    for name, loss, overrides in grid:
         variant = merge_settings(settings, overrides)
         config_file = runs_root / f"{name}.toml"
         write_text(config_file, to_toml(variant))
@@ -663,7 +673,8 @@ def tune(args, settings, data, runs_root, out, epochs, pieces, command, machine,
     report = {"command": command, "seconds": time.perf_counter() - t_start, "settings": settings, "epochs": epochs,
               "pieces": pieces, "machine": machine, "prepare": {k: v for k, v in prep.items() if k != "info"},
               "scores": list(SCORE_KINDS), "rows": rows}
-    stem = "tuning_quick" if args.quick else "tuning"
+    stem = "tuning_quick" if args.quick else ("tuning-" + "-".join(r["name"] for r in rows) if args.only else "tuning")
+    stem = stem if len(stem) < 120 else "tuning-subset"
     write_json(out / f"{stem}.json", clean(report))
     md = tuning_markdown(report)
     write_text(out / f"{stem}.md", md)

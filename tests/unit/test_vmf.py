@@ -140,6 +140,24 @@ def test_rsample_gradient_wrt_loc_and_shapes():
         VonMisesFisher(_unit(2, 2), torch.ones(2)).rsample()
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_rsample_gradient_wrt_loc_is_unbiased_in_the_tangent_plane(dtype):
+    # E[c . x] = A(kappa) c . mu, so its tangent gradient at mu is A (c - (c . mu) mu)
+    torch.manual_seed(3)
+    d, kappa, n = 8, 5.0, 40000
+    mu = _unit(1, d)[0].to(dtype).requires_grad_(True)
+    c = torch.randn(d, dtype=dtype)
+    x = VonMisesFisher(mu, torch.tensor(kappa, dtype=dtype)).rsample((n,))
+    (x @ c).mean().backward()
+    with torch.no_grad():
+        m = mu.double()
+        tangent = lambda g: g - (g @ m) * m
+        a = mean_resultant_length(torch.tensor(kappa, dtype=torch.float64), d)
+        expected = a * tangent(c.double())
+        got = tangent(mu.grad.double())
+    assert torch.allclose(got, expected, atol=0.03 * c.norm().item()), (got, expected)
+
+
 def test_sample_is_seeded_by_generator():
     dist = VonMisesFisher(_unit(5, 16), torch.full((5,), 20.0, dtype=torch.float64))
     a = dist.sample((3,), generator=torch.Generator().manual_seed(7))

@@ -96,12 +96,25 @@ def _horner(coeffs: list[float], p: torch.Tensor) -> torch.Tensor:
     return out
 
 
+@lru_cache(maxsize=256)
+def _series_coefficients(nu: float, terms: int) -> tuple[float, ...]:
+    """c_j of sum_{1 <= k < terms} U_k(p) / nu^k = sum_j c_j p^j (one polynomial: one Horner pass)."""
+    degree = 3 * (terms - 1)
+    coeffs = [0.0] * (degree + 1)
+    for k in range(1, terms):
+        scale = 1.0 / nu**k
+        for j, c in enumerate(_U_FLOAT[k]):
+            coeffs[j] += c * scale
+    return tuple(coeffs)
+
+
 def debye_log_series(p: torch.Tensor, nu: float, terms: int) -> torch.Tensor:
     """log sum_{k < terms} U_k(p) / nu^k (the correction factor of Olver's expansion)."""
-    total = torch.zeros_like(p)
-    for k in range(terms - 1, 0, -1):
-        total = (total + _horner(_U_FLOAT[k], p)) / nu
-    return torch.log1p(total)
+    if terms <= 1:
+        return torch.zeros_like(p)
+    coeffs = _series_coefficients(float(nu), int(terms))
+    # U_k(p) has p^k as lowest power: the constant term is zero, so Horner on the rest, times p
+    return torch.log1p(_horner(list(coeffs[1:]), p) * p)
 
 
 def log_normalizer_olver(kappa: torch.Tensor, dim: int, tol: float = 1e-17) -> torch.Tensor:
@@ -115,15 +128,15 @@ def log_normalizer_olver(kappa: torch.Tensor, dim: int, tol: float = 1e-17) -> t
     return nu * (torch.log1p(s) - s) + 0.5 * torch.log(s) + const - series
 
 
-def log_ratio_olver(kappa: torch.Tensor, dim: int) -> torch.Tensor:
+def log_ratio_olver(kappa: torch.Tensor, dim: int, log_c: torch.Tensor | None = None) -> torch.Tensor:
     """log A_d(kappa) = log I_{d/2}(kappa) - log I_{d/2-1}(kappa), both orders >= NU_OLVER.
 
     log I_nu(kappa) = nu log kappa - (nu + 1) log(2 pi) - log C_{2 nu + 2}(kappa), hence
-    log A_d = log kappa - log(2 pi) + log C_d - log C_{d+2}.
+    log A_d = log kappa - log(2 pi) + log C_d - log C_{d+2}. ``log_c``: log C_d if already known.
     """
-    return torch.log(kappa) - math.log(2.0 * math.pi) + log_normalizer_olver(kappa, dim) - log_normalizer_olver(
-        kappa, dim + 2
-    )
+    if log_c is None:
+        log_c = log_normalizer_olver(kappa, dim)
+    return torch.log(kappa) - math.log(2.0 * math.pi) + log_c - log_normalizer_olver(kappa, dim + 2)
 
 
 def _top_dim(dim: int) -> int:
@@ -145,19 +158,27 @@ def log_normalizer_and_ratio(kappa: torch.Tensor, dim: int) -> tuple[torch.Tenso
     """
     if dim - 2 >= 2 * NU_OLVER:
         log_c = log_normalizer_olver(kappa, dim)
-        return log_c, torch.exp(log_ratio_olver(kappa, dim))
+        return log_c, torch.exp(log_ratio_olver(kappa, dim, log_c))
     top = _top_dim(dim)
     nu = dim / 2.0 - 1.0
     m = (top - dim) // 2
     # r at the top order nu + m + 1 = top/2 is A_top; walk down to r_{nu+1} = A_dim.
-    r = torch.exp(log_ratio_olver(kappa, top))
+    log_c_top = log_normalizer_olver(kappa, top)
+    r = torch.exp(log_ratio_olver(kappa, top, log_c_top))
     sum_log_r = torch.zeros_like(kappa)
     for j_index in range(m, 0, -1):
         order = nu + j_index  # r_{order} = I_order / I_{order-1}
         r = kappa / (2.0 * order + kappa * r)
         sum_log_r = sum_log_r + torch.log(r)
-    log_c = log_normalizer_olver(kappa, top) - m * (torch.log(kappa) - math.log(2.0 * math.pi)) + sum_log_r
+    log_c = log_c_top - m * (torch.log(kappa) - math.log(2.0 * math.pi)) + sum_log_r
     return log_c, r
+
+
+def log_normalizer_only(kappa: torch.Tensor, dim: int) -> torch.Tensor:
+    """log C_d(kappa) (float64, kappa > 0) without A_d: one expansion when the order is large."""
+    if dim - 2 >= 2 * NU_OLVER:
+        return log_normalizer_olver(kappa, dim)
+    return log_normalizer_and_ratio(kappa, dim)[0]
 
 
 def log_normalizer_at_zero(dim: int) -> float:
@@ -171,5 +192,6 @@ __all__ = [
     "log_normalizer_and_ratio",
     "log_normalizer_at_zero",
     "log_normalizer_olver",
+    "log_normalizer_only",
     "olver_terms",
 ]

@@ -117,18 +117,23 @@ def _score_olver(q_mu, i_mu, kq, ki, row_const, col_const, d, rho, chunk_size):
     # absolute are noise there (this keeps just U_1 for d >= 128)
     terms = bessel.olver_terms(nu, 1e-17 if dtype == torch.float64 else 1e-6)
     out = torch.empty((q_mu.shape[0], i_mu.shape[0]), dtype=dtype, device=q_mu.device)
+    # Few full passes over each (Q x chunk) block: the elementwise part is memory-bound on CPU. The
+    # block is accumulated divided by nu, -log C(rho k3) + const = nu * acc, with
+    #   acc = s - log1p(s) - log(s^2) / (4 nu) + U_1(1/s) / nu^2 [+ higher Debye terms]
+    inv_nu = 1.0 / nu
     for start in range(0, i_mu.shape[0], chunk_size):
         stop = min(start + chunk_size, i_mu.shape[0])
         s2 = torch.addmm(col_add[:, start:stop], q_aug, i_aug[start:stop].T).clamp_min_(1.0)
         s = torch.sqrt(s2)
-        # -log C(rho k3) + const = nu (s - log(1 + s)) - log(s^2) / 4 + log(series)   (s >= 1: no log1p needed)
-        neg_log_c = torch.add(s, 1.0).log_().sub_(s).mul_(-nu).sub_(s2.log_(), alpha=0.25)
-        if terms == 2:  # log(1 + U_1(p) / nu) ~ U_1(p) / nu = p (3 - 5 p^2) / (24 nu); next terms < 1e-6
-            p = s.reciprocal_()
-            neg_log_c.add_(torch.mul(p, p).mul_(-5.0 / (24.0 * nu)).add_(3.0 / (24.0 * nu)).mul_(p))
+        acc = torch.log1p(s)
+        torch.sub(s, acc, out=acc)  # s >= 1: no cancellation
+        if terms == 2:  # U_1(p) / nu with p = 1/s: (3 s^2 - 5) / (24 nu s^3); next terms < 1e-6
+            acc.addcdiv_(torch.sub(s2, 5.0 / 3.0), s.mul_(s2), value=3.0 * inv_nu * inv_nu / 24.0)
         elif terms > 2:
-            neg_log_c.add_(bessel.debye_log_series(s.reciprocal_(), nu, terms))
-        out[:, start:stop] = neg_log_c.add_(row).add_(col[:, start:stop])
+            acc.add_(bessel.debye_log_series(s.reciprocal_(), nu, terms), alpha=inv_nu)
+        acc.add_(s2.log_(), alpha=-0.25 * inv_nu)
+        torch.add(torch.add(col[:, start:stop], acc, alpha=nu), row, out=out[:, start:stop])
+    return out
     return out
 
 

@@ -50,10 +50,21 @@ def _log_c_and_a_f64(kappa64: torch.Tensor, dim: int) -> tuple[torch.Tensor, tor
     return log_c, ratio
 
 
+def _log_c_f64(kappa64: torch.Tensor, dim: int) -> torch.Tensor:
+    """log C_d in float64 (the exact limit at kappa = 0)."""
+    positive = kappa64 > 0
+    safe = torch.where(positive, kappa64, torch.ones_like(kappa64))
+    log_c = bessel.log_normalizer_only(safe, dim)
+    return torch.where(positive, log_c, torch.full_like(log_c, bessel.log_normalizer_at_zero(dim)))
+
+
 class _LogNormalizer(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kappa: torch.Tensor, dim: int) -> torch.Tensor:
-        log_c, ratio = _log_c_and_a_f64(kappa.detach().to(torch.float64), dim)
+        kappa64 = kappa.detach().to(torch.float64)
+        if not ctx.needs_input_grad[0]:  # inference (scores, eval): log C alone is cheaper
+            return _log_c_f64(kappa64, dim).to(kappa.dtype)
+        log_c, ratio = _log_c_and_a_f64(kappa64, dim)
         ctx.save_for_backward(ratio)
         return log_c.to(kappa.dtype)
 
@@ -262,15 +273,18 @@ class _ImplicitW(torch.autograd.Function):
 
 
 def _householder_to(loc: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Apply the reflection that maps e_1 to ``loc`` (unit vectors) to points ``x`` (broadcast)."""
-    e1 = torch.zeros_like(loc)
-    e1[..., 0] = 1.0
-    u = e1 - loc
+    """Apply the reflection that maps e_1 to ``loc`` (unit vectors, batch shape) to points ``x``.
+
+    ``x`` may have extra leading (sample) dimensions: the reflection vector is computed once per
+    distribution and broadcast, and applied in two passes over ``x`` (a dot product and an addcmul).
+    """
+    u = -loc.clone()
+    u[..., 0] += 1.0
     norm = u.norm(dim=-1, keepdim=True)
-    near = norm < 1e-6
-    u = u / torch.where(near, torch.ones_like(norm), norm)
-    reflected = x - 2.0 * (x * u).sum(-1, keepdim=True) * u
-    return torch.where(near, x, reflected)
+    # loc ~ e_1: the reflection is the identity (u = 0); elsewhere u is the unit normal of the mirror
+    u = torch.where(norm < 1e-6, torch.zeros_like(u), u / norm.clamp_min(1e-6))
+    dot = torch.linalg.vecdot(x, u)
+    return torch.addcmul(x, dot.unsqueeze(-1), u, value=-2.0)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -351,12 +365,14 @@ class VonMisesFisher(Distribution):
             one_minus_w = _implicit_w3(kappa_safe, one_minus_w)
         else:
             one_minus_w = _ImplicitW.apply(kappa_safe, one_minus_w, d)
-        w = 1.0 - one_minus_w
-        radial = torch.sqrt((one_minus_w * (2.0 - one_minus_w)).clamp_min(0.0))
-        v = torch.randn(shape + (d - 1,), dtype=torch.float64, device=self.loc.device, generator=generator)
-        v = v / v.norm(dim=-1, keepdim=True)
-        x = torch.cat([w.unsqueeze(-1), radial.unsqueeze(-1) * v], dim=-1).to(self.loc.dtype)
-        return _householder_to(self.loc.expand(shape + (d,)), x)
+        dtype = self.loc.dtype
+        w = (1.0 - one_minus_w).to(dtype)
+        radial = torch.sqrt((one_minus_w * (2.0 - one_minus_w)).clamp_min(0.0)).to(dtype)
+        # the tangent direction only needs the precision of the output: draw it in loc's dtype
+        v = torch.randn(shape + (d - 1,), dtype=dtype, device=self.loc.device, generator=generator)
+        tail = v * (radial / torch.linalg.vector_norm(v, dim=-1).clamp_min(torch.finfo(dtype).tiny)).unsqueeze(-1)
+        x = torch.cat([w.unsqueeze(-1), tail], dim=-1)
+        return _householder_to(self.loc, x)
 
     def sample(self, sample_shape: Sequence[int] = torch.Size(), generator: Optional[torch.Generator] = None):
         with torch.no_grad():
