@@ -229,6 +229,19 @@ def test_head_outputs_unit_mu_and_bounded_kappa():
     assert (kappa >= 2.0).all() and (kappa <= 500.0).all() and kappa.max() / kappa.min() > 10
 
 
+def test_head_starts_inside_the_kappa_range_and_can_move():
+    # kappa_min above the default kappa_init (20): kappa must not start saturated at the floor
+    torch.manual_seed(0)
+    head = VMFHead(16, 8, kappa_min=50.0, kappa_max=1000.0)
+    _, kappa = head(torch.randn(4, 16))
+    assert torch.allclose(kappa, torch.full_like(kappa, (50.0 * 1000.0) ** 0.5), rtol=1e-3)
+    kappa.sum().backward()
+    assert head.kappa_net[-1].bias.grad.abs().item() > 1.0  # the sigmoid is not saturated
+    # an explicit kappa_init inside the range is kept
+    _, k2 = VMFHead(16, 8, kappa_min=1.0, kappa_max=1000.0, kappa_init=30.0)(torch.randn(2, 16))
+    assert torch.allclose(k2, torch.full_like(k2, 30.0), rtol=1e-3)
+
+
 def test_head_computes_in_float32_under_autocast():
     head = VMFHead(16, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):

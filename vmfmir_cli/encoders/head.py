@@ -35,7 +35,11 @@ class VMFHead(nn.Module):
             raise ValueError(f"need in_dim >= 1 and embed_dim >= 2, got {in_dim}, {embed_dim}")
         if not (0 < kappa_min < kappa_max):
             raise ValueError(f"need 0 < kappa_min < kappa_max, got {kappa_min}, {kappa_max}")
-        kappa_init = min(max(kappa_init, kappa_min * 1.001), kappa_max / 1.001)
+        # Start kappa inside its range, away from the ends: at an end the sigmoid saturates and
+        # kappa would stay frozen there (e.g. kappa_min raised above the default kappa_init).
+        lo_ok, hi_ok = kappa_min * 1.5, kappa_max / 1.5
+        if not (lo_ok <= kappa_init <= hi_ok):
+            kappa_init = math.sqrt(kappa_min * kappa_max)
         self.in_dim, self.embed_dim = int(in_dim), int(embed_dim)
         self.kappa_min, self.kappa_max = float(kappa_min), float(kappa_max)
         self.norm = nn.LayerNorm(in_dim)
