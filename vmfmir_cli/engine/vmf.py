@@ -144,23 +144,23 @@ def _wood_sample_w(kappa: torch.Tensor, dim: int, generator: Optional[torch.Gene
         torch.tensor(dm1 / 2.0, dtype=torch.float64, device=flat.device),
     )
     result = torch.full_like(flat, float("nan"))
-    pending = torch.ones(n, dtype=torch.bool, device=flat.device)
-    candidates = 4
+    todo = torch.arange(n, device=flat.device)  # entries still without an accepted proposal
+    candidates = 4  # acceptance is high (> 50% per proposal for any kappa, d): one round nearly always does
     for _ in range(64):
-        eps = _beta_sample(beta, (candidates, n), generator)
-        denom = 1.0 - (1.0 - b) * eps
-        one_minus_w = 2.0 * b * eps / denom  # = 1 - w, computed without cancellation
+        b_t, x0_t, c_t, k_t = b[todo], x0[todo], c[todo], flat[todo]
+        m = todo.numel()
+        eps = _beta_sample(beta, (candidates, m), generator)
+        denom = 1.0 - (1.0 - b_t) * eps
+        one_minus_w = 2.0 * b_t * eps / denom  # = 1 - w, computed without cancellation
         w = 1.0 - one_minus_w
-        u = torch.rand((candidates, n), dtype=torch.float64, device=flat.device, generator=generator)
-        accept = flat * w + dm1 * torch.log1p(-x0 * w) - c >= torch.log(u)
-        # first accepted candidate per entry
-        first = torch.argmax(accept.to(torch.int8), dim=0)
+        u = torch.rand((candidates, m), dtype=torch.float64, device=flat.device, generator=generator)
+        accept = k_t * w + dm1 * torch.log1p(-x0_t * w) - c_t >= torch.log(u)
+        first = torch.argmax(accept.to(torch.int8), dim=0)  # first accepted candidate per entry
         any_accept = accept.any(dim=0)
         chosen = one_minus_w.gather(0, first.unsqueeze(0)).squeeze(0)
-        take = pending & any_accept
-        result = torch.where(take, chosen, result)
-        pending = pending & ~any_accept
-        if not bool(pending.any()):
+        result[todo[any_accept]] = chosen[any_accept]
+        todo = todo[~any_accept]
+        if todo.numel() == 0:
             break
         candidates = 8
     return result.reshape(kappa.shape)
