@@ -1,7 +1,7 @@
 """The reproduction: does Proposed beat Baseline (and InfoNCE) on the music21 benchmark?
 
     python benchmarks/reproduce.py            # the full study (`make reproduce`): 500 pieces, 16 epochs,
-                                              # 3 losses x 3 seeds; about 50 min on 2 idle CPU cores
+                                              # 3 losses x 3 seeds; 14.5 min on 2 idle CPU cores (measured)
     python benchmarks/reproduce.py --quick    # a smoke run of every stage on a tiny setting (about 1 min)
     python benchmarks/reproduce.py --tune     # val-only sweep of the hyper-parameters (15 runs, one seed each)
 
@@ -49,7 +49,7 @@ PROBABILISTIC = ("proposed", "baseline")
 
 #: the settings every run shares (TrainConfig keys): the CPU-sized model and optimisation of
 #: examples/{proposed,baseline,infonce}.toml (tau 5: with tau 20 MCInfoNCE stalls at loss log 2 and
-#: chance-level retrieval on this budget), so that 9 runs fit in about an hour on 2 CPU cores
+#: chance-level retrieval on this budget), so that 9 runs fit well within an hour on 2 CPU cores (14.5 min measured)
 SETTINGS: dict[str, Any] = {
     "dim": 64,
     "batch_size": 64,
@@ -76,7 +76,7 @@ SETTINGS: dict[str, Any] = {
     },
 }
 #: the full study: 500 pieces x 2 performances (800 train / 100 val / 100 test items), 16 epochs of
-#: batch 64 (192 steps) per run, 3 losses x 3 seeds; about 45-55 min on 2 idle CPU cores
+#: batch 64 (192 steps) per run, 3 losses x 3 seeds; about 95 s per run, 14.5 min in all on 2 idle CPU cores
 FULL = {"pieces": 500, "epochs": 16, "seeds": 3}
 QUICK = {"pieces": 16, "epochs": 1, "seeds": 1}
 QUICK_SETTINGS: dict[str, Any] = {

@@ -1,6 +1,6 @@
 """Training step time of the three losses on the same batch: how much does the SSW term cost?
 
-    python benchmarks/train.py                       # CPU, synthetic batch, writes benchmarks/results/train.json
+    python benchmarks/train.py                       # CPU, synthetic batch, writes benchmarks/results/train_cpu.json
     python benchmarks/train.py --device cuda         # on a GPU (bf16 autocast, as vmfmir train does)
     python benchmarks/train.py --data data           # a batch of a prepared dataset instead
     python benchmarks/train.py --quick               # tiny sizes (smoke run)

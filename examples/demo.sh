@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # vmfmir demo: every step of the pipeline on a small benchmark (run with `make demo`).
 set -euo pipefail
+export COLUMNS="${COLUMNS:-140}"  # rich tables keep their columns when the output is not a terminal
 
 # 1. data: 300 pieces of the music21 corpus x 2 performances -> data/ (resumes if rerun)
 vmfmir prepare music21 --out data --pieces 300
