@@ -61,3 +61,28 @@ def vmfmir_worker_id(request) -> str:
     """The pytest-xdist worker id ("master" without xdist)."""
     workerinput = getattr(request.config, "workerinput", None)
     return workerinput["workerid"] if workerinput else "master"
+
+
+def _make_untrained_run(run_dir: Path, data_dir: Path, seed: int = 0, modalities=("audio", "image", "text")) -> Path:
+    """Save an untrained model of the default encoders as a run folder (kappa heads made non-constant)."""
+    import torch
+
+    from vmfmir_cli.data.manifest import read_manifest
+    from vmfmir_cli.encoders.model import MultimodalModel, save_model
+    from vmfmir_cli.plugins.manager import create_encoder, default_encoder_id
+
+    torch.manual_seed(seed)
+    encoders = {m: create_encoder(default_encoder_id(m)) for m in modalities}
+    if "text" in encoders:
+        encoders["text"].fit_preprocessing([it.text for it in read_manifest(data_dir) if it.text])
+    model = MultimodalModel(encoders, embed_dim=64)
+    for head in model.heads.values():
+        torch.nn.init.normal_(head.kappa_net[-1].weight, std=0.2)
+    save_model(model, run_dir)
+    return run_dir
+
+
+@pytest.fixture(scope="session")
+def make_untrained_run():
+    """``make_untrained_run(run_dir, data_dir, seed=0, modalities=...)`` -> run_dir (a saved untrained model)."""
+    return _make_untrained_run

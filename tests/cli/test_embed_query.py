@@ -14,26 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from vmfmir_cli.cli.app import app
-
-
-def make_untrained_run(run_dir: Path, data_dir: Path, seed: int = 0, modalities=("audio", "image", "text")) -> Path:
-    from vmfmir_cli.data.manifest import read_manifest
-    from vmfmir_cli.encoders.model import MultimodalModel, save_model
-    from vmfmir_cli.plugins.manager import create_encoder, default_encoder_id
-
-    torch.manual_seed(seed)
-    encoders = {m: create_encoder(default_encoder_id(m)) for m in modalities}
-    if "text" in encoders:
-        encoders["text"].fit_preprocessing([it.text for it in read_manifest(data_dir) if it.text])
-    model = MultimodalModel(encoders, embed_dim=64)
-    for head in model.heads.values():
-        torch.nn.init.normal_(head.kappa_net[-1].weight, std=0.2)
-    save_model(model, run_dir)
-    return run_dir
 
 
 def invoke(*args, cwd: Path | None = None):
@@ -56,7 +39,7 @@ def assert_user_error(result, *fragments):
 
 
 @pytest.fixture(scope="module")
-def project(tiny_dataset, tmp_path_factory):
+def project(tiny_dataset, tmp_path_factory, make_untrained_run):
     """A working directory with runs/latest (symlink), data -> the tiny dataset and index/ embedded by the CLI."""
     root = tmp_path_factory.mktemp("project")
     make_untrained_run(root / "runs" / "r0", tiny_dataset)
@@ -142,7 +125,7 @@ def test_query_errors(project, tmp_path):
     assert_user_error(invoke("query", "--text", "x", "--index", tmp_path / "none", cwd=root), "no index at")
 
 
-def test_a_modality_the_run_was_not_trained_on_and_an_absent_target(project, tmp_path):
+def test_a_modality_the_run_was_not_trained_on_and_an_absent_target(project, tmp_path, make_untrained_run):
     run = make_untrained_run(tmp_path / "runs" / "audio-only", project["root"] / "data", modalities=("audio",))
     media = tmp_path / "media"
     media.mkdir()
@@ -163,7 +146,7 @@ def test_a_modality_the_run_was_not_trained_on_and_an_absent_target(project, tmp
     assert data["hits"][0]["id"] == "tone1" and data["hits"][0]["path"] == str((media / "tone1.wav").resolve())
 
 
-def test_another_model_is_refused(project, tmp_path):
+def test_another_model_is_refused(project, tmp_path, make_untrained_run):
     root = project["root"]
     other = make_untrained_run(tmp_path / "other", root / "data", seed=3)
     assert_user_error(invoke("query", "--text", "x", "--run", other, cwd=root), "built by another model")

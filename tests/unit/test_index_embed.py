@@ -25,23 +25,8 @@ from vmfmir_cli.index import embed_dataset, embed_items, encode_items, load_inde
 from vmfmir_cli.index import store
 
 
-def make_untrained_run(run_dir: Path, data_dir: Path, seed: int = 0, modalities=("audio", "image", "text")) -> Path:
-    from vmfmir_cli.encoders.model import MultimodalModel, save_model
-    from vmfmir_cli.plugins.manager import create_encoder, default_encoder_id
-
-    torch.manual_seed(seed)
-    encoders = {m: create_encoder(default_encoder_id(m)) for m in modalities}
-    if "text" in encoders:
-        encoders["text"].fit_preprocessing([it.text for it in read_manifest(data_dir) if it.text])
-    model = MultimodalModel(encoders, embed_dim=64)
-    for head in model.heads.values():
-        torch.nn.init.normal_(head.kappa_net[-1].weight, std=0.2)
-    save_model(model, run_dir)
-    return run_dir
-
-
 @pytest.fixture(scope="module")
-def built(tiny_dataset, tmp_path_factory):
+def built(tiny_dataset, tmp_path_factory, make_untrained_run):
     root = tmp_path_factory.mktemp("embed")
     run = make_untrained_run(root / "runs" / "r0", tiny_dataset)
     report = embed_dataset(run, tiny_dataset, "all", root / "index")
@@ -182,7 +167,7 @@ def test_reembedding_skips_unchanged_items(built, tmp_path):
         assert torch.allclose(after.terms[m]["log_c"], log_normalizer(after.kappa[m].double(), 64), rtol=1e-12)
 
 
-def test_another_model_is_refused(built, tmp_path):
+def test_another_model_is_refused(built, tmp_path, make_untrained_run):
     other = make_untrained_run(tmp_path / "runs" / "other", built["data"], seed=1)
     with pytest.raises(CheckpointError, match="--rebuild"):
         embed_dataset(other, built["data"], "all", built["index"])
