@@ -154,3 +154,26 @@ def test_file_level_errors(collection, tmp_path):
         import_manifest(ManifestOptions(file=collection / "x.xlsx", out=tmp_path / "d"))
     with pytest.raises(DataError, match="empty"):
         import_manifest(ManifestOptions(file=_write(collection / "e.csv", []), out=tmp_path / "d"))
+
+
+def test_captions_column_is_read_and_validated(collection, tmp_path):
+    rows = [
+        {"id": "a", "audio": "media/a.wav", "text": "First piece",
+         "captions": [{"text": "calm piano", "level": 1, "facts": {"mood": "calm"}}, "a piece of music"]},
+        {"id": "b", "audio": "media/b.flac", "captions": [{"text": "Only captions", "level": 3}]},
+        {"id": "c", "audio": "media/c.ogg", "text": "No captions"},
+        {"id": "bad", "audio": "media/c.ogg", "captions": [{"text": "x", "level": 9}]},
+    ] + [{"id": f"g{i}", "text": f"text number {i}"} for i in range(12)]
+    src = collection / "items.jsonl"
+    src.write_text("\n".join(json.dumps(r) for r in rows) + "\n", encoding="utf-8")
+    with pytest.raises(ManifestValidationError) as info:
+        import_manifest(ManifestOptions(file=src, out=tmp_path / "d1", sample_rate=16000))
+    assert any("level must be one of 0, 1, 2, 3" in str(p) for p in info.value.problems)
+    import_manifest(ManifestOptions(file=src, out=tmp_path / "d2", sample_rate=16000, skip_invalid=True))
+    items = {it.id: it for it in read_manifest(tmp_path / "d2")}
+    assert "bad" not in items
+    a = items["a"]
+    assert [c.text for c in a.captions] == ["First piece", "calm piano", "a piece of music"]
+    assert a.captions[1].level == 1 and a.captions[1].facts == {"mood": "calm"} and a.captions[0].level is None
+    assert items["b"].text == "Only captions" and items["b"].captions[0].level == 3
+    assert items["c"].captions == []

@@ -285,6 +285,8 @@ def _print_result(result) -> None:
     out.print(table)
     if result.uncertainty:
         _print_uncertainty(result)
+    if result.ambiguity:
+        _print_ambiguity(result.ambiguity)
     _print_notes(result.notes)
 
 
@@ -314,6 +316,90 @@ def _print_uncertainty(result) -> None:
         krange = f"{bins[0]['kappa_min']:.3g}..{bins[-1]['kappa_max']:.3g}" if bins else "-"
         table.add_row(modality, str(report["n_queries"]), "-" if rho is None else f"{rho:+.3f}", *cells, krange)
     out.print(table)
+
+
+def _num(value: Optional[float], fmt: str = "{:.3f}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+def _print_ambiguity(amb: dict) -> None:
+    """The ambiguity section: by caption level / view fraction, kappa checks, and fusion by text level."""
+    from rich.table import Table
+
+    table = Table(
+        title="Ambiguity: retrieval and kappa by caption level (text) and view fraction (audio, image)",
+        title_justify="left",
+        caption=(
+            "level 3 = full description ... 0 = says nothing; fit = median number of items of the split a caption "
+            "describes; a view keeps the first 25/50/100% of the audio or score image"
+        ),
+        caption_justify="left",
+    )
+    for col in ("query", "level", "n", "MRR", "R@1", "kappa mean", "kappa median", "fit"):
+        table.add_column(col, justify="left" if col == "query" else "right")
+    for modality in ("text", "audio", "image"):
+        section = amb.get(modality)
+        if not section:
+            continue
+        table.add_section()
+        rows = section.get("levels") or section.get("views") or []
+        for i, row in enumerate(rows):
+            level = str(row["level"]) if "level" in row else f"{100 * row['fraction']:.0f}%"
+            fit = row.get("n_compatible_median")
+            table.add_row(
+                modality if i == 0 else "", level, str(row["n_queries"]), f"{row['mrr']:.3f}", f"{100 * row['r1']:.1f}%",
+                _num(row.get("kappa_mean"), "{:.3g}"), _num(row.get("kappa_median"), "{:.3g}"),
+                "" if fit is None else f"{fit:g}",
+            )
+    out.print(table)
+    checks = Table(
+        title="Is kappa the known ambiguity? (uninformative kappa: Spearman 0, crop drop 0.5, R-AUROC 0.5, flat R@1)",
+        title_justify="left",
+        caption=(
+            "Spearman(level): kappa vs caption level / view fraction; Spearman(fit): kappa vs -log(items a caption "
+            "fits); crop drop: share of items whose 25% view has a lower kappa than the full one; R-AUROC: kappa "
+            "as a predictor of rank 1; R@1 after rejecting the 0/50/90% least confident queries"
+        ),
+        caption_justify="left",
+    )
+    for col in ("query", "Spearman(level)", "Spearman(fit)", "crop drop", "R-AUROC", "R@1 0%", "R@1 50%", "R@1 90%"):
+        checks.add_column(col, justify="left" if col == "query" else "right")
+    for modality in ("text", "audio", "image"):
+        section = amb.get(modality)
+        if not section:
+            continue
+        curve = {round(p["reject"], 2): p["r1"] for p in (section.get("reject_curve") or [])}
+        checks.add_row(
+            modality,
+            _num(section.get("spearman_kappa_level"), "{:+.3f}"),
+            _num(section.get("spearman_kappa_compatible"), "{:+.3f}") if modality == "text" else "",
+            _num(section.get("crop_kappa_drop")) if modality != "text" else "",
+            _num(section.get("r_auroc")),
+            *(_num(curve.get(p), "{:.1%}") for p in (0.0, 0.5, 0.9)),
+        )
+    if not amb.get("kappa_used", True):
+        checks.caption = "kappa is not trained in this run (deterministic loss): no kappa check"
+    out.print(checks)
+    fusion = amb.get("fusion")
+    if fusion:
+        fused = Table(
+            title=f"Fusion, {fusion['direction']} by caption level: MRR (R@1)",
+            title_justify="left",
+            caption=(
+                "product of experts = vmfmir query --image --text; mean direction = cosine of the normalised mean of "
+                "the two mu (a deterministic model); the answer is the item's own recording"
+            ),
+            caption_justify="left",
+        )
+        for col in ("level", "n", "product of experts", "mean direction", "image only"):
+            fused.add_column(col, justify="right")
+        for row in fusion["levels"]:
+            cells = [
+                f"{row[k]['mrr']:.3f} ({100 * row[k]['r1']:.1f}%)"
+                for k in ("product_of_experts", "mean_direction", "image_only")
+            ]
+            fused.add_row(str(row["level"]), str(row["n_queries"]), *cells)
+        out.print(fused)
 
 
 def _print_comparison(comparison: dict, title: str, what: str) -> None:

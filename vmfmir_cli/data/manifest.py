@@ -8,11 +8,13 @@ every consumer (train, embed, eval) reads only this, through :func:`read_manifes
 
     {"id": "essen-kinder0-50-v0", "group": "essen-kinder0-50", "split": "train",
      "audio": "audio/essen-kinder0-50-v0.flac", "image": "image/essen-kinder0-50.png",
-     "text": "A German folk song ...", "meta": {...}}
+     "text": "A German folk song ...", "captions": [{"text": ..., "level": 3, "facts": {...}}, ...],
+     "meta": {...}}
 
 Media paths are stored relative to ``DIR`` (so a dataset folder can be moved) and resolved to
 absolute paths by :func:`read_manifest`. ``audio``/``image``/``text`` may be ``null`` for an item
-that lacks the modality. Items of one ``group`` are always in the same split.
+that lacks the modality. Items of one ``group`` are always in the same split. ``captions`` is
+optional: texts of graded specificity (:mod:`vmfmir_cli.data.captions`), ``text`` being one of them.
 
 ``dataset.json`` holds the name, counts per split and modality, the sample rate, the vmfmir version
 and the options used to build the dataset.
@@ -27,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from vmfmir_cli.data.captions import Caption, parse_captions
 from vmfmir_cli.errors import DataError
 from vmfmir_cli.utils_io import write_json, write_jsonl
 
@@ -50,6 +53,7 @@ class Item:
     image: Path | None = None
     text: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    captions: list[Caption] = field(default_factory=list)
 
     def has(self, modality: str) -> bool:
         """Whether the item has ``modality`` ("audio", "image" or "text")."""
@@ -112,6 +116,7 @@ def row_to_item(row: Mapping[str, Any], base: Path) -> Item:
         image=resolve(row.get("image")),
         text=text,
         meta=dict(row.get("meta") or {}),
+        captions=parse_captions(row.get("captions")),
     )
 
 
@@ -126,15 +131,18 @@ def item_to_row(item: Item, base: Path) -> dict[str, Any]:
         except ValueError:
             return str(p)
 
-    return {
+    row = {
         "id": item.id,
         "group": item.group,
         "split": item.split,
         "audio": rel(item.audio),
         "image": rel(item.image),
         "text": item.text,
-        "meta": item.meta,
     }
+    if item.captions:
+        row["captions"] = [c.to_json() for c in item.captions]
+    row["meta"] = item.meta
+    return row
 
 
 def read_dataset_info(data_dir: str | Path) -> dict[str, Any]:

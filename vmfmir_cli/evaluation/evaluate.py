@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Optional, Sequence
 
 import torch
 
@@ -26,6 +26,9 @@ from vmfmir_cli.errors import ConfigError, DataError
 from vmfmir_cli.evaluation.retrieval import EvalResult, ModalityEmbeddings, evaluate_embeddings
 from vmfmir_cli.evaluation.tasks import media_key
 from vmfmir_cli.index.search import DEFAULT_SCORE as _QUERY_DEFAULT_SCORE
+
+if TYPE_CHECKING:  # pragma: no cover
+    from vmfmir_cli.evaluation.graded import GradedEmbeddings
 
 #: the score ``vmfmir eval`` uses by default for probabilistic runs: the same as ``vmfmir query``
 #: (one constant, :data:`vmfmir_cli.index.search.DEFAULT_SCORE`, set from the reproduction's val results)
@@ -50,6 +53,7 @@ class EvalOptions:
     batch_size: int = 32
     device: Optional[str] = None
     bins: int = 10
+    ambiguity: bool = True  # graded views and captions (the ``ambiguity`` section)
 
     def validate(self) -> None:
         if self.split not in EVAL_SPLITS:
@@ -170,6 +174,7 @@ class LoadedRun:
     modalities: list[str]
     items: list[Item]
     embeddings: dict[str, ModalityEmbeddings]
+    graded: Optional["GradedEmbeddings"] = None
 
 
 def load_and_encode(options: EvalOptions, on_progress: Optional[ProgressFn] = None) -> LoadedRun:
@@ -189,7 +194,12 @@ def load_and_encode(options: EvalOptions, on_progress: Optional[ProgressFn] = No
             f"the {options.split} split of {options.data} has media of {have} of the run's modalities "
             f"({', '.join(modalities)}); evaluation needs at least two"
         )
-    return LoadedRun(run_dir, config, loss, modalities, items, embeddings)
+    graded = None
+    if options.ambiguity:
+        from vmfmir_cli.evaluation.graded import encode_graded
+
+        graded = encode_graded(model, items, embeddings, options.batch_size, options.device, on_progress)
+    return LoadedRun(run_dir, config, loss, modalities, items, embeddings, graded)
 
 
 def evaluate_loaded(loaded: LoadedRun, options: EvalOptions, score: Optional[str] = None) -> EvalResult:
@@ -206,6 +216,10 @@ def evaluate_loaded(loaded: LoadedRun, options: EvalOptions, score: Optional[str
         uncertainty=not deterministic,
         bins=options.bins,
     )
+    if loaded.graded is not None:
+        from vmfmir_cli.evaluation.graded import ambiguity_report
+
+        result.ambiguity = ambiguity_report(loaded.items, loaded.embeddings, loaded.graded, kind, not deterministic)
     result.loss = loaded.loss
     result.run_dir = str(loaded.run_dir)
     result.data = str(Path(options.data).expanduser().resolve())

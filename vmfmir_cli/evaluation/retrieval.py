@@ -86,6 +86,7 @@ class EvalResult:
     data: Optional[str] = None
     notes: list[str] = field(default_factory=list)
     extra: dict[str, Any] = field(default_factory=dict)
+    ambiguity: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The ``--json`` document (NaN written as null)."""
@@ -98,6 +99,7 @@ class EvalResult:
             "n_items": self.n_items,
             "directions": {name: dict(d.metrics) for name, d in self.directions.items()},
             "uncertainty": self.uncertainty,
+            "ambiguity": self.ambiguity,
             "candidates": {name: d.n_candidates for name, d in self.directions.items()},
             "relevance": RELEVANCE_CONVENTION,
             "loss": self.loss,

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from vmfmir_cli.data.captions import parse_level_weights
 from vmfmir_cli.errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -61,6 +62,11 @@ class TrainConfig:
     modalities: list = field(default_factory=lambda: list(MODALITIES))  # at least two
     num_workers: int = 0  # DataLoader worker processes
     cache_gb: float = 4.0  # keep up to this many GB of preprocessed items in memory (0: off; num_workers = 0 only)
+    # train on every caption of an item (one drawn per item and epoch), not only its main text;
+    # validation always uses the main (level-3) text
+    captions: bool = True
+    # {level: weight} of that draw, e.g. {0 = 1, 1 = 2, 2 = 1, 3 = 2}; empty: uniform over the levels an item has
+    caption_levels: dict = field(default_factory=dict)
     # -- model ------------------------------------------------------------------------------------
     encoders: dict = field(default_factory=dict)  # {modality: {"id": ..., <encoder config>}}
     dim: int = 64  # embedding dimension d (vMFs live on S^{d-1})
@@ -293,6 +299,10 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise bad(key, "must be at least 1")
     if config.dim < 3:
         raise bad("dim", "must be at least 3 (vMF sampling needs d >= 3)")
+    try:
+        parse_level_weights(config.caption_levels)
+    except ValueError as exc:
+        raise ConfigError(f"config key 'caption_levels': {exc}") from None
     for key in ("max_steps", "num_workers", "checkpoint_every", "seed"):
         if getattr(config, key) < 0:
             raise bad(key, "must be >= 0")

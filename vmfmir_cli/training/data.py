@@ -103,6 +103,11 @@ class PreprocessedDataset(torch.utils.data.Dataset):
     items are preprocessed on every access); preprocessing is deterministic, so the cache changes
     nothing but speed. It lives in the process that reads the items, so it only helps with
     ``num_workers=0``.
+
+    ``text_for(item, epoch)``, when given, picks the text an item trains with in the current
+    :attr:`epoch` (e.g. one of its captions, :func:`vmfmir_cli.data.captions.sample_caption`); set
+    :attr:`epoch` before each epoch's loader is made. Those texts are tokenised on access (cached by
+    string), the other modalities as above.
     """
 
     def __init__(
@@ -112,10 +117,16 @@ class PreprocessedDataset(torch.utils.data.Dataset):
         preprocess: Mapping[str, Callable[[Any], torch.Tensor]],
         sample_rate: int,
         cache_bytes: int = 0,
+        text_for: Optional[Callable[[Item, int], Optional[str]]] = None,
     ) -> None:
+        self.text_for = text_for if "text" in modalities else None
+        inner_modalities = [m for m in modalities if not (m == "text" and self.text_for is not None)]
         self.inner = MultimodalDataset(
-            list(items), None, modalities, transforms=dict(preprocess), sample_rate=sample_rate, require=False
+            list(items), None, inner_modalities, transforms=dict(preprocess), sample_rate=sample_rate, require=False
         )
+        self._text_preprocess = preprocess.get("text")
+        self._text_cache: dict[str, torch.Tensor] = {}
+        self.epoch = 0
         self.cache_bytes = int(cache_bytes)
         self.cached_bytes = 0
         self._cache: dict[int, dict] = {}
@@ -128,14 +139,23 @@ class PreprocessedDataset(torch.utils.data.Dataset):
         return len(self.inner)
 
     def __getitem__(self, index: int) -> dict:
-        hit = self._cache.get(index)
-        if hit is not None:
-            return hit
-        out = self.inner[index]
-        if self.cached_bytes < self.cache_bytes:
-            self._cache[index] = out
-            self.cached_bytes += sum(_nbytes(v) for k, v in out.items() if k not in ("index", "id", "group"))
-        return out
+        out = self._cache.get(index)
+        if out is None:
+            out = self.inner[index]
+            if self.cached_bytes < self.cache_bytes:
+                self._cache[index] = out
+                self.cached_bytes += sum(_nbytes(v) for k, v in out.items() if k not in ("index", "id", "group"))
+        if self.text_for is None:
+            return out
+        text = self.text_for(self.inner.items[index], self.epoch)
+        return {**out, "text": None if text is None else self._tokens(text)}
+
+    def _tokens(self, text: str) -> torch.Tensor:
+        hit = self._text_cache.get(text)
+        if hit is None:
+            hit = self._text_preprocess(text) if self._text_preprocess is not None else text
+            self._text_cache[text] = hit
+        return hit
 
 
 def _nbytes(value: Any) -> int:

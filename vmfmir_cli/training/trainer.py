@@ -22,12 +22,14 @@ import contextlib
 import math
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import torch
 from torch import nn
 
+from vmfmir_cli.data.captions import has_levels, item_captions, parse_level_weights, sample_caption
 from vmfmir_cli.errors import CheckpointError, ConfigError, VmfmirError
 from vmfmir_cli.training import checkpoint as ckpt_io
 from vmfmir_cli.training.callbacks import Callback
@@ -223,7 +225,7 @@ class Trainer:
         if self.checkpoint is None:
             model, model_config = None, None
             if info.is_main:
-                raws = {m: _lazy_raws(data.train, m, sample_rate) for m in specs}
+                raws = {m: _lazy_raws(data.train, m, sample_rate, captions=cfg.captions) for m in specs}
                 model = build_model(specs, cfg, sample_rate, fit_raws=raws)
                 model_config = model.config()
             model_config = broadcast_object(model_config, info)
@@ -261,7 +263,13 @@ class Trainer:
         preprocess = {m: self.model.encoders[m].preprocess for m in self.modalities}
         budget = int(cfg.cache_gb * 1e9) if cfg.num_workers == 0 else 0
         share = len(data.train) / max(1, len(data.train) + len(data.val))
-        self.train_set = PreprocessedDataset(data.train, self.modalities, preprocess, rate, int(budget * share))
+        text_for = None
+        if cfg.captions and "text" in self.modalities and has_levels(data.train):
+            weights = parse_level_weights(cfg.caption_levels)
+            text_for = partial(_epoch_caption, seed=cfg.seed, weights=weights)
+        self.train_set = PreprocessedDataset(
+            data.train, self.modalities, preprocess, rate, int(budget * share), text_for=text_for
+        )
         self.val_set = PreprocessedDataset(data.val, self.modalities, preprocess, rate, budget - int(budget * share))
         self.collator = BatchCollator({m: self.model.encoders[m].collate for m in self.modalities})
 
@@ -317,6 +325,7 @@ class Trainer:
             start = {"steps": self.plan.steps_per_epoch, "start": self.pos, "resumed": first_epoch and self.pos > 0}
             self._emit("on_epoch_start", self.epoch, start)
             first_epoch = False
+            self.train_set.epoch = self.epoch
             sampler = EpochBatchSampler(
                 len(self.train_set), self.plan, cfg.seed, self.epoch, rank=info.rank, start=self.pos
             )
@@ -526,9 +535,20 @@ class Trainer:
         barrier(self.dist)
 
 
-def _lazy_raws(items, modality: str, sample_rate: int) -> Iterable[Any]:
-    """Raw training items of one modality, decoded only if an encoder's fit_preprocessing reads them."""
+def _epoch_caption(item, epoch: int, *, seed: int, weights) -> Optional[str]:
+    return sample_caption(item, seed, epoch, weights)
+
+
+def _lazy_raws(items, modality: str, sample_rate: int, captions: bool = False) -> Iterable[Any]:
+    """Raw training items of one modality, decoded only if an encoder's fit_preprocessing reads them
+    (``captions``: every caption of every item, for a text encoder that trains on them)."""
     from vmfmir_cli.data.datasets import MultimodalDataset
+
+    if modality == "text" and captions:
+        for item in items:
+            for caption in item_captions(item):
+                yield caption.text
+        return
 
     decoder = MultimodalDataset(list(items), None, [modality], sample_rate=sample_rate, require=False)
     for item in decoder.items:

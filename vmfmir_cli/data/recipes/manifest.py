@@ -9,7 +9,10 @@ FILE is CSV (with a header row) or JSONL (one object per line) with one row per 
 * ``group`` (optional): items of one group never straddle splits (default: the id);
 * ``split`` (optional): train, val or test; rows without one are assigned 80/10/10 by group,
   deterministically from a hash of the group and the seed;
-* ``meta`` (optional): a JSON object kept as is.
+* ``meta`` (optional): a JSON object kept as is;
+* ``captions`` (optional): a JSON list of more texts for the item, each a string or
+  ``{"text", "level" (0-3, optional), "facts" (optional)}`` (see :mod:`vmfmir_cli.data.captions`);
+  ``text`` is the first of them when given (it defaults to the first caption otherwise).
 
 Every row is validated (missing or unknown column, duplicate id, missing file, unsupported format,
 undecodable audio or image, empty text, a group in two splits) and all problems are reported at
@@ -45,10 +48,11 @@ from vmfmir_cli.data.media import (
     read_audio,
     resample,
 )
+from vmfmir_cli.data.captions import Caption, parse_captions
 from vmfmir_cli.errors import DataError
 from vmfmir_cli.utils_io import write_bytes, write_jsonl
 
-KNOWN_COLUMNS = ("id", "audio", "image", "text", "group", "split", "meta")
+KNOWN_COLUMNS = ("id", "audio", "image", "text", "group", "split", "meta", "captions")
 SPLIT_ALIASES = {"train": "train", "training": "train", "val": "val", "valid": "val", "validation": "val",
                  "dev": "val", "test": "test", "testing": "test"}
 SKIPPED_REPORT = "skipped.jsonl"
@@ -294,6 +298,26 @@ def _check_row(row: _Row, base: Path) -> dict[str, Any]:
             p.append("meta must be a JSON object")
         else:
             out["meta"] = meta
+    captions = v.get("captions")
+    if captions is not None:
+        if isinstance(captions, str):
+            try:
+                captions = json.loads(captions)
+            except ValueError:
+                captions = "not JSON"
+        try:
+            parsed = parse_captions(captions)
+        except (TypeError, ValueError) as exc:
+            p.append(f"captions: {exc}")
+        else:
+            if parsed:
+                text = out.get("text")
+                if text is None:
+                    out["text"] = parsed[0].text
+                elif text not in [c.text for c in parsed]:
+                    parsed.insert(0, Caption(text, None, {}))
+                out["captions"] = parsed
+                p[:] = [x for x in p if x != "the row has no audio, image or text" or out.get("text") is None]
     return out
 
 
@@ -401,6 +425,7 @@ def import_manifest(opts: ManifestOptions, on_progress: ProgressFn | None = None
                 image=out / f["image_rel"] if "image_rel" in f else None,
                 text=f.get("text"),
                 meta=meta,
+                captions=list(f.get("captions", [])),
             )
         )
 

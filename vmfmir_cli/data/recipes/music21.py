@@ -33,6 +33,7 @@ from vmfmir_cli.data.manifest import (
     assign_splits,
     write_dataset,
 )
+from vmfmir_cli.data.recipes.music21_captions import music21_captions
 from vmfmir_cli.data.recipes.music21_catalog import (
     COLLECTIONS,
     PieceRef,
@@ -444,6 +445,7 @@ def build_music21_benchmark(opts: Music21Options, on_progress: ProgressFn | None
     items: list[Item] = []
     for r in ok_refs:
         for row in records[r.piece_id]["items"]:
+            captions, facts = music21_captions(row["text"], row["meta"], opts.seed, row["id"])
             items.append(
                 Item(
                     id=row["id"],
@@ -452,7 +454,8 @@ def build_music21_benchmark(opts: Music21Options, on_progress: ProgressFn | None
                     audio=out / row["audio"],
                     image=out / row["image"],
                     text=row["text"],
-                    meta=row["meta"],
+                    meta={**row["meta"], "facts": facts},
+                    captions=captions,
                 )
             )
 

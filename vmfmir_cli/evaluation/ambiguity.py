@@ -1,0 +1,151 @@
+"""Does kappa track a known ambiguity? The measurements of the ``ambiguity`` section (pure tensor code).
+
+The graded queries (:mod:`.graded`) have an ambiguity whose amount is known: a caption's level
+(3 = names the piece ... 0 = says nothing) and how many items of the split it fits
+(``n_compatible``), or the fraction of an excerpt / score image a view keeps (0.25, 0.5, 1). If the
+concentration kappa is a real uncertainty it rises with the level and the fraction, it is lower
+for a quarter of an item than for all of it, and it predicts which queries are retrieved at rank 1.
+
+Every function here reports the *uninformative* value for a constant kappa, so a model whose kappa
+carries no information cannot score well by accident: Spearman 0, AUROC 0.5, crop drop 0.5 (ties
+count one half), and a flat reject curve (ties at a rejection cut are broken in expectation).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import torch
+
+from vmfmir_cli.engine.metrics import spearman
+
+#: the rejection shares of the error-vs-reject curve
+REJECT_FRACTIONS = tuple(i / 10 for i in range(10))
+
+
+def _f64(x) -> torch.Tensor:
+    return torch.as_tensor(x).detach().flatten().to(torch.float64)
+
+
+def rank_correlation(x, y) -> Optional[float]:
+    """Spearman correlation of ``x`` and ``y``; 0.0 when either is constant, None with < 2 values."""
+    x, y = _f64(x), _f64(y)
+    if x.numel() != y.numel():
+        raise ValueError(f"x has {x.numel()} entries but y {y.numel()}")
+    if x.numel() < 2:
+        return None
+    if bool((x == x[0]).all()) or bool((y == y[0]).all()):
+        return 0.0
+    rho = spearman(x, y)
+    return None if math.isnan(rho) else float(rho)
+
+
+def _average_ranks(x: torch.Tensor) -> torch.Tensor:
+    """1-based ranks of ``x`` with ties sharing their average rank."""
+    order = torch.argsort(x, stable=True)
+    xs = x[order]
+    ranks = torch.empty_like(x)
+    n = x.numel()
+    i = 0
+    values = xs.tolist()
+    pos = torch.arange(1, n + 1, dtype=torch.float64)
+    while i < n:
+        j = i
+        while j + 1 < n and values[j + 1] == values[i]:
+            j += 1
+        ranks[order[i : j + 1]] = pos[i : j + 1].mean()
+        i = j + 1
+    return ranks
+
+
+def roc_auc(scores, labels) -> Optional[float]:
+    """Area under the ROC curve of ``scores`` for the binary ``labels`` (Mann-Whitney, ties = 1/2).
+
+    None when one class is empty.
+    """
+    s = _f64(scores)
+    y = torch.as_tensor(labels).detach().flatten().to(torch.bool)
+    if s.numel() != y.numel():
+        raise ValueError(f"scores has {s.numel()} entries but labels {y.numel()}")
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if n_pos == 0 or n_neg == 0:
+        return None
+    r = _average_ranks(s)
+    return float((r[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def crop_kappa_drop(kappa_crop, kappa_full) -> Optional[float]:
+    """Share of items whose cropped view has a lower kappa than their full view (ties = 1/2)."""
+    a, b = _f64(kappa_crop), _f64(kappa_full)
+    if a.numel() != b.numel():
+        raise ValueError(f"{a.numel()} cropped kappas but {b.numel()} full ones")
+    if a.numel() == 0:
+        return None
+    return float(((a < b).to(torch.float64) + 0.5 * (a == b).to(torch.float64)).mean())
+
+
+def reject_curve(kappa, hits, fractions: Sequence[float] = REJECT_FRACTIONS) -> list[dict]:
+    """R@1 (mean of ``hits``) of the queries left after rejecting the least confident share.
+
+    Rejecting a share ``p`` of ``n`` queries drops the ``round(p n)`` lowest kappas; queries tied
+    at the cut are dropped in expectation (each kept with the same probability), so a constant
+    kappa gives a flat curve. Returns ``[{"reject": p, "n_kept", "r1"}, ...]``.
+    """
+    k, h = _f64(kappa), _f64(hits)
+    if k.numel() != h.numel():
+        raise ValueError(f"kappa has {k.numel()} entries but hits {h.numel()}")
+    n = k.numel()
+    out = []
+    if n == 0:
+        return out
+    order = torch.argsort(k, stable=True)
+    ks, hs = k[order], h[order]
+    for p in fractions:
+        drop = min(n - 1, int(round(p * n)))
+        keep = n - drop
+        if drop == 0:
+            r1 = float(hs.mean())
+        else:
+            cut = ks[drop - 1] if drop > 0 else ks[0]
+            above = ks > cut
+            tied = ks == cut
+            n_above = int(above.sum())
+            n_tied_kept = keep - n_above
+            tied_rate = float(hs[tied].mean()) if bool(tied.any()) else 0.0
+            r1 = (float(hs[above].sum()) + n_tied_kept * tied_rate) / keep
+        out.append({"reject": float(p), "n_kept": int(keep), "r1": r1})
+    return out
+
+
+def level_table(levels, kappa, ranks, key: str = "level", integer: bool = True) -> list[dict]:
+    """Per distinct level (ascending): ``{key: level, "n_queries", "mrr", "r1", "kappa_mean",
+    "kappa_median"}`` (the kappa entries only when ``kappa`` is given). ``integer``: levels are ints."""
+    lv, r = _f64(levels), _f64(ranks)
+    k = None if kappa is None else _f64(kappa)
+    rows = []
+    for value in sorted(set(lv.tolist())):
+        sel = lv == value
+        rr = r[sel]
+        row = {
+            key: int(value) if integer else float(value),
+            "n_queries": int(sel.sum()),
+            "mrr": float(rr.reciprocal().mean()),
+            "r1": float((rr <= 1).to(torch.float64).mean()),
+        }
+        if k is not None:
+            kk = k[sel]
+            row["kappa_mean"] = float(kk.mean())
+            row["kappa_median"] = float(kk.median())
+        rows.append(row)
+    return rows
+
+
+__all__ = [
+    "REJECT_FRACTIONS",
+    "crop_kappa_drop",
+    "level_table",
+    "rank_correlation",
+    "reject_curve",
+    "roc_auc",
+]

@@ -1,0 +1,339 @@
+"""The graded queries of a split and the ``ambiguity`` section of ``vmfmir eval``.
+
+Graded queries carry a known amount of ambiguity:
+
+* audio and image: the views of :data:`vmfmir_cli.data.views.VIEW_FRACTIONS` (a quarter, half and
+  all of the excerpt / score image, from its start), every distinct media of the split, against the
+  full media of the other modalities;
+* text, when the dataset has captions with levels: every caption of every item (level 3 ... 0),
+  against the audio and images of the split. A caption query has exactly one correct answer, the
+  media of its own item (a level-0 caption such as "a piece of music" is shared by many items and
+  is then many queries, each with its own item as the answer: that is what makes it ambiguous).
+
+:func:`encode_graded` encodes what the full-media embeddings do not already hold (views f < 1,
+caption texts); :func:`ambiguity_report` computes the section from embeddings alone (no model),
+so tests can build embeddings by hand. The measurements themselves are in :mod:`.ambiguity`.
+
+Fusion (image + text -> audio, by caption level): the full score image fused with each caption
+as a product of experts (what ``vmfmir query --image --text`` does), against the plain mean of the
+two mean directions scored by cosine (what a deterministic model would do) and the image alone.
+The correct answer is the item's own recording, for all three.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+import torch
+
+from vmfmir_cli.data.captions import LEVEL_NAMES, has_levels, item_captions, n_compatible
+from vmfmir_cli.data.manifest import Item
+from vmfmir_cli.data.views import VIEW_FRACTIONS, VIEW_MODALITIES, view
+from vmfmir_cli.engine.metrics import ranks_from_scores
+from vmfmir_cli.engine.scores import score
+from vmfmir_cli.engine.vmf import VonMisesFisher, fuse
+from vmfmir_cli.evaluation.ambiguity import (
+    crop_kappa_drop,
+    level_table,
+    rank_correlation,
+    reject_curve,
+    roc_auc,
+)
+from vmfmir_cli.evaluation.retrieval import ModalityEmbeddings
+from vmfmir_cli.evaluation.tasks import build_task, media_key, unique_media
+
+#: ``on_progress(label, done, total)``
+ProgressFn = Callable[[str, int, int], None]
+
+RELEVANCE = (
+    "views: a view of a media is a query with the same correct answers as the full media; captions: one query "
+    "per caption of each item, whose only correct answer is that item's media"
+)
+
+
+@dataclass
+class CaptionQueries:
+    """Every caption of the split's items: ``texts[q]``, ``levels[q]``, ``items[q]`` (index into the
+    split), ``n_compatible[q]``; ``embeddings`` keyed by caption text."""
+
+    texts: list[str]
+    levels: list[int]
+    items: list[int]
+    n_compatible: list[int]
+    embeddings: Optional[ModalityEmbeddings] = None
+
+
+@dataclass
+class GradedEmbeddings:
+    """``views[m][f]``: embeddings of the views of fraction ``f`` of every media of ``m`` (f = 1 is the
+    full media); ``captions``: the caption queries (None when the dataset has no levels)."""
+
+    views: dict[str, dict[float, ModalityEmbeddings]] = field(default_factory=dict)
+    captions: Optional[CaptionQueries] = None
+
+
+def caption_queries(items: Sequence[Item]) -> Optional[CaptionQueries]:
+    """The caption queries of ``items`` (None when no caption carries a level)."""
+    if not has_levels(items):
+        return None
+    texts, levels, owners, caps = [], [], [], []
+    for i, it in enumerate(items):
+        for c in item_captions(it):
+            texts.append(c.text)
+            levels.append(3 if c.level is None else int(c.level))
+            owners.append(i)
+            caps.append(c)
+    return CaptionQueries(texts, levels, owners, n_compatible(caps, items))
+
+
+def encode_graded(
+    model: Any,
+    items: Sequence[Item],
+    full: Mapping[str, ModalityEmbeddings],
+    batch_size: int = 32,
+    device: Optional[str] = None,
+    on_progress: Optional[ProgressFn] = None,
+    sample_rate: Optional[int] = None,
+    fractions: Sequence[float] = VIEW_FRACTIONS,
+    chunk: int = 128,
+) -> GradedEmbeddings:
+    """Encode the views (f < 1) of the split's audio and images and the split's captions."""
+    from vmfmir_cli.evaluation.evaluate import representatives
+    from vmfmir_cli.index.encode import encode_items, model_sample_rate, raw_input
+
+    rate = int(sample_rate or model_sample_rate(model))
+    graded = GradedEmbeddings()
+    partial = [f for f in fractions if f < 1.0]
+    for m in VIEW_MODALITIES:
+        if m not in full:
+            continue
+        graded.views[m] = {1.0: full[m]}
+        if not partial:
+            continue
+        reps = representatives(items, m)
+        keys = [media_key(it, m) for it in reps]
+        mus: dict[float, list[torch.Tensor]] = {f: [] for f in partial}
+        kappas: dict[float, list[torch.Tensor]] = {f: [] for f in partial}
+        total = len(reps) * len(partial)
+        done = 0
+        if on_progress is not None:
+            on_progress(f"{m} views", 0, total)
+        for start in range(0, len(reps), chunk):
+            raws = [raw_input(it, m, rate) for it in reps[start : start + chunk]]
+            for f in partial:
+                mu, kappa = encode_items(
+                    model, [view(r, m, f) for r in raws], m, batch_size=batch_size, device=device, sample_rate=rate
+                )
+                mus[f].append(mu)
+                kappas[f].append(kappa)
+                done += len(raws)
+                if on_progress is not None:
+                    on_progress(f"{m} views", done, total)
+        for f in partial:
+            graded.views[m][f] = ModalityEmbeddings(list(keys), torch.cat(mus[f]), torch.cat(kappas[f]))
+    queries = caption_queries(items) if "text" in full else None
+    if queries is not None:
+        unique = list(dict.fromkeys(queries.texts))
+        callback = None
+        if on_progress is not None:
+
+            def callback(done, total, *_):
+                on_progress("captions", int(done), int(total))
+
+            on_progress("captions", 0, len(unique))
+        mu, kappa = encode_items(
+            model, unique, "text", batch_size=max(batch_size, 64), device=device, on_progress=callback
+        )
+        queries.embeddings = ModalityEmbeddings(unique, mu, kappa)
+        graded.captions = queries
+    return graded
+
+
+# --------------------------------------------------------------------------------------------------
+# The report
+# --------------------------------------------------------------------------------------------------
+
+
+def _own_media_index(items: Sequence[Item], owners: Sequence[int], target: str, candidates: list[str]) -> torch.Tensor:
+    index = {k: i for i, k in enumerate(candidates)}
+    return torch.tensor([index[media_key(items[i], target)] for i in owners], dtype=torch.long)
+
+
+def _summary(kappa: Optional[torch.Tensor], ranks: torch.Tensor) -> dict:
+    hits = (ranks <= 1).to(torch.float64)
+    return {
+        "r_auroc": None if kappa is None else roc_auc(kappa, hits.bool()),
+        "reject_curve": None if kappa is None else reject_curve(kappa, hits),
+    }
+
+
+def _view_section(
+    items: Sequence[Item],
+    full: Mapping[str, ModalityEmbeddings],
+    views: Mapping[float, ModalityEmbeddings],
+    modality: str,
+    kind: str,
+    use_kappa: bool,
+) -> Optional[dict]:
+    fractions = sorted(views)
+    obs_f, obs_k, obs_r = [], [], []
+    targets = []
+    for target in [t for t in full if t != modality]:
+        task = build_task(items, (modality,), target)
+        if task.n_queries == 0:
+            continue
+        targets.append(target)
+        keys = [q[0] for q in task.queries]
+        cands = full[target].take(task.candidates)
+        for f in fractions:
+            q = views[f].take(keys)
+            ranks = ranks_from_scores(score(q, cands, kind=kind), task.relevant)
+            obs_f.append(torch.full((len(keys),), float(f), dtype=torch.float64))
+            obs_k.append(q.concentration.to(torch.float64))
+            obs_r.append(ranks.to(torch.float64))
+    if not targets:
+        return None
+    f_all, k_all, r_all = torch.cat(obs_f), torch.cat(obs_k), torch.cat(obs_r)
+    keys = list(views[1.0].keys)
+    per_query_f = torch.cat([torch.full((len(keys),), float(f), dtype=torch.float64) for f in fractions])
+    per_query_k = torch.cat([views[f].take(keys).concentration.to(torch.float64) for f in fractions])
+    section = {
+        "targets": targets,
+        "views": level_table(f_all, k_all if use_kappa else None, r_all, key="fraction", integer=False),
+        "spearman_kappa_level": rank_correlation(per_query_k, per_query_f) if use_kappa else None,
+        "crop_kappa_drop": (
+            crop_kappa_drop(views[min(fractions)].take(keys).concentration, views[1.0].take(keys).concentration)
+            if use_kappa and min(fractions) < 1.0
+            else None
+        ),
+    }
+    section.update(_summary(k_all if use_kappa else None, r_all))
+    return section
+
+
+def _text_section(
+    items: Sequence[Item], full: Mapping[str, ModalityEmbeddings], queries: CaptionQueries, kind: str, use_kappa: bool
+) -> Optional[dict]:
+    emb = queries.embeddings
+    q = emb.take(queries.texts)
+    levels = torch.tensor(queries.levels, dtype=torch.float64)
+    obs_l, obs_k, obs_r, targets = [], [], [], []
+    for target in [t for t in full if t != "text"]:
+        have = [j for j, i in enumerate(queries.items) if media_key(items[i], target) is not None]
+        if not have:
+            continue
+        targets.append(target)
+        candidates = unique_media(items, target)
+        sel = torch.tensor(have, dtype=torch.long)
+        rel = _own_media_index(items, [queries.items[j] for j in have], target, candidates)
+        sub = VonMisesFisher(q.loc[sel], q.concentration[sel], validate_args=False)
+        ranks = ranks_from_scores(score(sub, full[target].take(candidates), kind=kind), rel)
+        obs_l.append(levels[sel])
+        obs_k.append(q.concentration[sel].to(torch.float64))
+        obs_r.append(ranks.to(torch.float64))
+    if not targets:
+        return None
+    l_all, k_all, r_all = torch.cat(obs_l), torch.cat(obs_k), torch.cat(obs_r)
+    table = level_table(l_all, k_all if use_kappa else None, r_all)
+    comp = torch.tensor(queries.n_compatible, dtype=torch.float64)
+    for row in table:
+        sel = levels == row["level"]
+        row["name"] = LEVEL_NAMES.get(row["level"], "")
+        row["n_compatible_median"] = float(comp[sel].median()) if bool(sel.any()) else None
+        row["n_compatible_mean"] = float(comp[sel].mean()) if bool(sel.any()) else None
+    kappa = q.concentration.to(torch.float64)
+    section = {
+        "targets": targets,
+        "n_captions": len(queries.texts),
+        "levels": table,
+        "spearman_kappa_level": rank_correlation(kappa, levels) if use_kappa else None,
+        "spearman_kappa_compatible": rank_correlation(kappa, -torch.log(comp.clamp_min(1))) if use_kappa else None,
+    }
+    section.update(_summary(k_all if use_kappa else None, r_all))
+    return section
+
+
+def _mrr_r1(ranks: torch.Tensor) -> dict:
+    r = ranks.to(torch.float64)
+    return {"mrr": float(r.reciprocal().mean()), "r1": float((r <= 1).to(torch.float64).mean())}
+
+
+def _fusion_section(
+    items: Sequence[Item], full: Mapping[str, ModalityEmbeddings], queries: CaptionQueries, kind: str
+) -> Optional[dict]:
+    if not {"image", "text", "audio"} <= set(full):
+        return None
+    have = [
+        j for j, i in enumerate(queries.items)
+        if media_key(items[i], "image") is not None and media_key(items[i], "audio") is not None
+    ]
+    if not have:
+        return None
+    candidates = unique_media(items, "audio")
+    cands = full["audio"].take(candidates)
+    owners = [queries.items[j] for j in have]
+    rel = _own_media_index(items, owners, "audio", candidates)
+    img = full["image"].take([media_key(items[i], "image") for i in owners])
+    txt = queries.embeddings.take([queries.texts[j] for j in have])
+    poe = ranks_from_scores(score(fuse(img, txt), cands, kind=kind), rel)
+    mean_dir = torch.nn.functional.normalize(img.loc + txt.loc, dim=-1)
+    mean = ranks_from_scores(
+        score(VonMisesFisher(mean_dir, torch.ones(len(have), dtype=mean_dir.dtype), validate_args=False), cands, kind="cosine"),
+        rel,
+    )
+    alone = ranks_from_scores(score(img, cands, kind=kind), rel)
+    levels = torch.tensor([queries.levels[j] for j in have])
+    rows = []
+    for lvl in sorted(set(levels.tolist())):
+        sel = levels == lvl
+        rows.append(
+            {
+                "level": int(lvl),
+                "n_queries": int(sel.sum()),
+                "product_of_experts": _mrr_r1(poe[sel]),
+                "mean_direction": _mrr_r1(mean[sel]),
+                "image_only": _mrr_r1(alone[sel]),
+            }
+        )
+    return {"direction": "image+text->audio", "score": kind, "levels": rows}
+
+
+def ambiguity_report(
+    items: Sequence[Item],
+    full: Mapping[str, ModalityEmbeddings],
+    graded: GradedEmbeddings,
+    kind: str,
+    use_kappa: bool = True,
+) -> dict:
+    """The ``ambiguity`` section: ``{modality: {...}, "fusion": {...}, "relevance": ...}``.
+
+    ``use_kappa=False`` (deterministic runs) leaves out every number that needs kappa (None).
+    """
+    report: dict[str, Any] = {}
+    for m in VIEW_MODALITIES:
+        if m in graded.views:
+            section = _view_section(items, full, graded.views[m], m, kind, use_kappa)
+            if section is not None:
+                report[m] = section
+    if graded.captions is not None and graded.captions.embeddings is not None:
+        section = _text_section(items, full, graded.captions, kind, use_kappa)
+        if section is not None:
+            report["text"] = section
+        fusion = _fusion_section(items, full, graded.captions, kind)
+        if fusion is not None:
+            report["fusion"] = fusion
+    if report:
+        report["relevance"] = RELEVANCE
+        report["kappa_used"] = bool(use_kappa)
+    return report
+
+
+__all__ = [
+    "CaptionQueries",
+    "GradedEmbeddings",
+    "RELEVANCE",
+    "ambiguity_report",
+    "caption_queries",
+    "encode_graded",
+]
