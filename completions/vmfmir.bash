@@ -19,7 +19,7 @@ _vmfmir() {
     case "$path" in
         "vmfmir") words="embed eval plugins prepare query train --version --help -h" ;;
         "vmfmir embed") words="--run --data --split --files --out --batch-size --device --rebuild --quiet -q --json --help -h" ;;
-        "vmfmir eval") words="--run --data --split --score --json --plots --compare --batch-size --device --quiet -q --help -h" ;;
+        "vmfmir eval") words="--run --data --split --score --json --plots --compare --batch-size --device --ambiguity --no-ambiguity --quiet -q --help -h" ;;
         "vmfmir plugins") words="--json --help -h" ;;
         "vmfmir prepare") words="manifest music21 --help -h" ;;
         "vmfmir prepare manifest") words="--out -o --sample-rate --skip-invalid --seed --name --json --quiet -q --help -h" ;;

@@ -30,6 +30,8 @@ complete -c vmfmir -n '__fish_seen_subcommand_from eval' -l plots -d 'Write PNG 
 complete -c vmfmir -n '__fish_seen_subcommand_from eval' -l compare -d 'Compare the runs given as arguments: vmfmir eval --compare RUN RUN ...'
 complete -c vmfmir -n '__fish_seen_subcommand_from eval' -l batch-size -d 'Items encoded at once.'
 complete -c vmfmir -n '__fish_seen_subcommand_from eval' -l device -d 'Device to encode on (cpu, cuda, ...; default cpu).'
+complete -c vmfmir -n '__fish_seen_subcommand_from eval' -l ambiguity -d 'Also encode the graded queries (views of 25/50/100% of every audio and image; ev'
+complete -c vmfmir -n '__fish_seen_subcommand_from eval' -l no-ambiguity -d 'Also encode the graded queries (views of 25/50/100% of every audio and image; ev'
 complete -c vmfmir -n '__fish_seen_subcommand_from eval' -l quiet -d 'No progress bar.'
 complete -c vmfmir -n '__fish_seen_subcommand_from eval' -s q -d 'No progress bar.'
 complete -c vmfmir -n '__fish_seen_subcommand_from eval' -l help -d 'Show help and exit.'

@@ -76,7 +76,16 @@ def test_json_schema_and_plots(tiny, tmp_path):
     assert set(doc["uncertainty"]) == {"audio", "image", "text"}
     deciles = doc["uncertainty"]["audio"]["kappa_deciles"]
     assert {"bin", "kappa_min", "kappa_max", "n", "r1", "mrr"} == set(deciles[0])
-    assert sorted(p.name for p in plots.iterdir()) == ["kappa_histograms.png", "r1_by_kappa_decile.png", "recall_at_k.png"]
+    assert sorted(p.name for p in plots.iterdir()) == [
+        "kappa_by_level.png", "kappa_histograms.png", "r1_by_kappa_decile.png", "recall_at_k.png", "reject_curve.png"
+    ]
+    amb = doc["ambiguity"]
+    assert set(amb) == {"audio", "image", "relevance", "kappa_used"}  # no caption levels in this dataset: no text
+    assert [v["fraction"] for v in amb["audio"]["views"]] == [0.25, 0.5, 1.0]
+    assert amb["audio"]["views"][0]["n_queries"] == amb["audio"]["views"][2]["n_queries"] > 0
+    for key in ("spearman_kappa_level", "crop_kappa_drop", "r_auroc"):
+        assert isinstance(amb["image"][key], float)
+    assert len(amb["image"]["reject_curve"]) == 10
     assert "R@1" in res.output  # the table is still printed with --json FILE
 
 
@@ -87,6 +96,8 @@ def test_json_to_stdout_replaces_the_table(tiny):
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout)
     assert doc["score"] == "cosine" and doc["uncertainty"] == {} and doc["loss"] == "infonce"
+    amb = doc["ambiguity"]  # every metric that needs no kappa, side by side with the probabilistic runs
+    assert amb["kappa_used"] is False and amb["audio"]["r_auroc"] is None and amb["audio"]["views"][0]["mrr"] > 0
     assert any("not trained" in n for n in doc["notes"])
 
 
@@ -166,3 +177,22 @@ def test_help_does_not_import_torch():
         "assert '--compare' in r.output\nassert 'torch' not in sys.modules, 'torch imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_ambiguity_section_on_a_captioned_benchmark(tiny_dataset, make_untrained_run, tmp_path):
+    run = make_untrained_run(tmp_path / "run", tiny_dataset)
+    res = invoke("--run", str(run), "--data", str(tiny_dataset), "--split", "all", "--json", str(tmp_path / "m.json"), "-q")
+    assert res.exit_code == 0, res.output
+    assert "Ambiguity: retrieval and kappa by caption level" in res.output
+    assert "Is kappa the known ambiguity?" in res.output and "Fusion, image+text->audio" in res.output
+    amb = json.loads((tmp_path / "m.json").read_text())["ambiguity"]
+    text = amb["text"]
+    assert [r["level"] for r in text["levels"]] == [0, 1, 2, 3]
+    n_items = 16
+    assert text["levels"][0]["n_compatible_median"] == n_items
+    assert text["levels"][0]["n_compatible_median"] > text["levels"][1]["n_compatible_median"] >= text["levels"][3]["n_compatible_median"]
+    assert isinstance(text["spearman_kappa_compatible"], float)
+    assert [r["level"] for r in amb["fusion"]["levels"]] == [0, 1, 2, 3]
+    assert {"product_of_experts", "mean_direction", "image_only"} <= set(amb["fusion"]["levels"][0])
+    res = invoke("--run", str(run), "--data", str(tiny_dataset), "--no-ambiguity", "--json", "-", "-q")
+    assert res.exit_code == 0 and json.loads(res.stdout)["ambiguity"] == {}

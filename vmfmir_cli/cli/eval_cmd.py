@@ -50,6 +50,14 @@ def register(app: typer.Typer) -> None:
         device: Annotated[
             Optional[str], typer.Option("--device", help="Device to encode on (cpu, cuda, ...; default cpu).")
         ] = None,
+        ambiguity: Annotated[
+            bool,
+            typer.Option(
+                "--ambiguity/--no-ambiguity",
+                help="Also encode the graded queries (views of 25/50/100% of every audio and image; every caption "
+                "with its level) and report whether kappa tracks their ambiguity (the 'ambiguity' JSON section).",
+            ),
+        ] = True,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     ) -> None:
         """Evaluate a trained run: MRR, R@1/5/10 and median rank for every direction.
@@ -59,6 +67,8 @@ def register(app: typer.Typer) -> None:
         Identical media are one query/candidate (the variants of a piece share their score image); a candidate is relevant when an item of the split pairs it with the query.
 
         The uncertainty section shows, per query modality, R@1 by kappa decile and the Spearman correlation between kappa and reciprocal rank: if kappa is a real uncertainty, low-kappa queries are retrieved worse.
+
+        The ambiguity section (JSON key "ambiguity") uses queries whose ambiguity is known: views keeping the first 25/50/100% of each audio / score image, and every caption of an item (level 3 = full description, 2 = facts, 1 = vague, 0 = says nothing; only its own item is correct). Per query modality: "levels" / "views" (n_queries, mrr, r1, kappa_mean, kappa_median; n_compatible = items a caption fits), "spearman_kappa_level" (kappa vs level / fraction), "spearman_kappa_compatible" (text: kappa vs -log n_compatible), "crop_kappa_drop" (share of items whose 25% view has a lower kappa than the full one; 0.5 = chance), "r_auroc" (AUROC of kappa for rank 1; 0.5 = uninformative), "reject_curve" (R@1 after rejecting the 0..90% lowest-kappa queries). "fusion": image+text->audio by caption level, product of experts vs the mean of the two directions vs the image alone. Deterministic (infonce) runs get null for every number that needs kappa.
         """
         with user_errors():
             from vmfmir_cli.errors import ConfigError
@@ -77,11 +87,11 @@ def register(app: typer.Typer) -> None:
                     raise ConfigError("--compare needs the runs to compare: vmfmir eval --compare RUN RUN ...")
                 if score == "all":
                     raise ConfigError("--compare and --score all cannot be combined; compare runs under one score")
-                _compare_runs(runs, data, split, score, json_file, plots, batch_size, device, quiet)
+                _compare_runs(runs, data, split, score, json_file, plots, batch_size, device, quiet, ambiguity)
             elif score == "all":
-                _compare_scores(run, data, split, json_file, plots, batch_size, device, quiet)
+                _compare_scores(run, data, split, json_file, plots, batch_size, device, quiet, ambiguity)
             else:
-                _single(run, data, split, score, json_file, plots, batch_size, device, quiet)
+                _single(run, data, split, score, json_file, plots, batch_size, device, quiet, ambiguity)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -89,10 +99,14 @@ def register(app: typer.Typer) -> None:
 # --------------------------------------------------------------------------------------------------
 
 
-def _options(run: str, data: str, split: str, score: Optional[str], batch_size: int, device: Optional[str]):
+def _options(
+    run: str, data: str, split: str, score: Optional[str], batch_size: int, device: Optional[str], ambiguity: bool = True
+):
     from vmfmir_cli.evaluation.evaluate import EvalOptions
 
-    options = EvalOptions(run=run, data=data, split=split, score=score, batch_size=batch_size, device=device)
+    options = EvalOptions(
+        run=run, data=data, split=split, score=score, batch_size=batch_size, device=device, ambiguity=ambiguity
+    )
     options.validate()
     return options
 
@@ -113,10 +127,10 @@ def _encode(options, quiet: bool, label: str = ""):
         return load_and_encode(options, on_progress=on_progress)
 
 
-def _single(run, data, split, score, json_file, plots, batch_size, device, quiet) -> None:
+def _single(run, data, split, score, json_file, plots, batch_size, device, quiet, ambiguity=True) -> None:
     from vmfmir_cli.evaluation.evaluate import evaluate_loaded
 
-    options = _options(run, data, split, score, batch_size, device)
+    options = _options(run, data, split, score, batch_size, device, ambiguity)
     loaded = _encode(options, quiet)
     result = evaluate_loaded(loaded, options)
     doc = result.to_json()
@@ -126,12 +140,12 @@ def _single(run, data, split, score, json_file, plots, batch_size, device, quiet
     _write_plots(plots, [(None, result)])
 
 
-def _compare_scores(run, data, split, json_file, plots, batch_size, device, quiet) -> None:
+def _compare_scores(run, data, split, json_file, plots, batch_size, device, quiet, ambiguity=True) -> None:
     from vmfmir_cli.engine.scores import SCORE_KINDS
     from vmfmir_cli.evaluation.compare import compare_results
     from vmfmir_cli.evaluation.evaluate import evaluate_loaded
 
-    options = _options(run, data, split, "all", batch_size, device)
+    options = _options(run, data, split, "all", batch_size, device, ambiguity)
     loaded = _encode(options, quiet)
     results = [evaluate_loaded(loaded, options, kind) for kind in SCORE_KINDS]
     docs = [r.to_json() for r in results]
@@ -155,13 +169,13 @@ def _compare_scores(run, data, split, json_file, plots, batch_size, device, quie
     _write_plots(plots, [(r.score, r) for r in results])
 
 
-def _compare_runs(runs, data, split, score, json_file, plots, batch_size, device, quiet) -> None:
+def _compare_runs(runs, data, split, score, json_file, plots, batch_size, device, quiet, ambiguity=True) -> None:
     from vmfmir_cli.evaluation.compare import compare_results
     from vmfmir_cli.evaluation.evaluate import evaluate_loaded
 
     results = []
     for i, run in enumerate(runs):
-        options = _options(run, data, split, score, batch_size, device)
+        options = _options(run, data, split, score, batch_size, device, ambiguity)
         loaded = _encode(options, quiet, label=f"[{i + 1}/{len(runs)}] ")
         results.append(evaluate_loaded(loaded, options))
     labels = _labels(runs, [r.run for r in results])

@@ -3,7 +3,10 @@
 * ``recall_at_k.png``         R@k against k (log scale) for every direction;
 * ``r1_by_kappa_decile.png``  R@1 per kappa decile of the queries, one line per query modality
                               (skipped when the evaluation has no uncertainty section);
-* ``kappa_histograms.png``    the distribution of kappa per modality (log scale).
+* ``kappa_histograms.png``    the distribution of kappa per modality (log scale);
+* ``reject_curve.png``        R@1 of the queries kept after rejecting the least confident share,
+                              per graded query modality (the ambiguity section; not for deterministic runs);
+* ``kappa_by_level.png``      median kappa by caption level (text) and view fraction (audio, image).
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from vmfmir_cli.utils_io import write_bytes
 RECALL_FILE = "recall_at_k.png"
 DECILE_FILE = "r1_by_kappa_decile.png"
 KAPPA_FILE = "kappa_histograms.png"
+REJECT_FILE = "reject_curve.png"
+LEVEL_FILE = "kappa_by_level.png"
 
 
 def _figure(width: float = 7.0, height: float = 4.5):
@@ -121,6 +126,41 @@ def plot_kappa_histograms(result: EvalResult, path: Path) -> Path:
     return _save(fig, path)
 
 
+def plot_reject_curve(result: EvalResult, path: Path) -> Path:
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    for modality in ("text", "audio", "image"):
+        section = result.ambiguity.get(modality) or {}
+        curve = section.get("reject_curve")
+        if not curve:
+            continue
+        auroc = section.get("r_auroc")
+        label = f"{modality} queries" + (f" (R-AUROC {auroc:.2f})" if auroc is not None else "")
+        ax.plot([100 * p["reject"] for p in curve], [p["r1"] for p in curve], marker="o", label=label)
+    ax.set_xlabel("share of the least confident (lowest kappa) queries rejected, %")
+    ax.set_ylabel("R@1 of the queries kept")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(_title(result, "error vs reject"), fontsize=9)
+    return _save(fig, path)
+
+
+def plot_kappa_by_level(result: EvalResult, path: Path) -> Path:
+    panels = [m for m in ("text", "audio", "image") if (result.ambiguity.get(m) or {}).get("spearman_kappa_level") is not None]
+    fig = _figure(width=3.2 * max(1, len(panels)), height=3.4)
+    for i, m in enumerate(panels):
+        section = result.ambiguity[m]
+        rows = section.get("levels") or section.get("views") or []
+        ax = fig.add_subplot(1, max(1, len(panels)), i + 1)
+        xs = [str(r["level"]) if "level" in r else f"{100 * r['fraction']:.0f}%" for r in rows]
+        ax.bar(xs, [r["kappa_median"] for r in rows], color=f"C{i}")
+        ax.set_xlabel("caption level" if m == "text" else "view (share of the media)")
+        ax.set_ylabel("median kappa")
+        ax.set_title(f"{m} (Spearman {section['spearman_kappa_level']:+.2f})", fontsize=9)
+    fig.suptitle(_title(result, "kappa by ambiguity"), fontsize=9)
+    return _save(fig, path)
+
+
 def write_plots(result: EvalResult, out_dir: str | Path) -> list[Path]:
     """Write the plots of ``result`` into ``out_dir`` (created); returns the files written."""
     out_dir = Path(out_dir)
@@ -130,14 +170,21 @@ def write_plots(result: EvalResult, out_dir: str | Path) -> list[Path]:
         written.append(plot_r1_by_decile(result, out_dir / DECILE_FILE))
     if result.kappas and not is_deterministic(result.loss):  # an InfoNCE run's kappa is untrained
         written.append(plot_kappa_histograms(result, out_dir / KAPPA_FILE))
+    if result.ambiguity.get("kappa_used"):
+        written.append(plot_reject_curve(result, out_dir / REJECT_FILE))
+        written.append(plot_kappa_by_level(result, out_dir / LEVEL_FILE))
     return written
 
 
 __all__ = [
     "DECILE_FILE",
     "KAPPA_FILE",
+    "LEVEL_FILE",
+    "REJECT_FILE",
     "RECALL_FILE",
+    "plot_kappa_by_level",
     "plot_kappa_histograms",
+    "plot_reject_curve",
     "plot_r1_by_decile",
     "plot_recall_at_k",
     "recall_curve",
