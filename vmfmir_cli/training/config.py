@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
+from vmfmir_cli.data.augment import augment_config
 from vmfmir_cli.data.captions import parse_level_weights
 from vmfmir_cli.errors import ConfigError
 
@@ -67,6 +68,10 @@ class TrainConfig:
     captions: bool = True
     # {level: weight} of that draw, e.g. {0 = 1, 1 = 2, 2 = 1, 3 = 2}; empty: uniform over the levels an item has
     caption_levels: dict = field(default_factory=dict)
+    # training augmentation (random views, gain, noise, masking; image shift/scale; word dropout),
+    # deterministic in (seed, epoch, item); augment_options overrides its knobs (vmfmir_cli/data/augment.py)
+    augment: bool = False
+    augment_options: dict = field(default_factory=dict)
     # -- model ------------------------------------------------------------------------------------
     encoders: dict = field(default_factory=dict)  # {modality: {"id": ..., <encoder config>}}
     dim: int = 64  # embedding dimension d (vMFs live on S^{d-1})
@@ -299,6 +304,10 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise bad(key, "must be at least 1")
     if config.dim < 3:
         raise bad("dim", "must be at least 3 (vMF sampling needs d >= 3)")
+    try:
+        augment_config(config.augment_options)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config key 'augment_options': {exc}") from None
     try:
         parse_level_weights(config.caption_levels)
     except ValueError as exc:

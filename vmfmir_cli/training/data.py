@@ -104,6 +104,10 @@ class PreprocessedDataset(torch.utils.data.Dataset):
     nothing but speed. It lives in the process that reads the items, so it only helps with
     ``num_workers=0``.
 
+    ``augment(raw, modality, epoch, item_id)``, when given, changes each decoded media before it
+    is preprocessed (:class:`vmfmir_cli.data.augment.Augmenter`); the cache then holds the decoded
+    media, and preprocessing runs on every access.
+
     ``text_for(item, epoch)``, when given, picks the text an item trains with in the current
     :attr:`epoch` (e.g. one of its captions, :func:`vmfmir_cli.data.captions.sample_caption`); set
     :attr:`epoch` before each epoch's loader is made. Those texts are tokenised on access (cached by
@@ -118,11 +122,19 @@ class PreprocessedDataset(torch.utils.data.Dataset):
         sample_rate: int,
         cache_bytes: int = 0,
         text_for: Optional[Callable[[Item, int], Optional[str]]] = None,
+        augment: Optional[Callable[[Any, str, int, str], Any]] = None,
     ) -> None:
         self.text_for = text_for if "text" in modalities else None
+        self.augment = augment
+        self.preprocess = dict(preprocess)
         inner_modalities = [m for m in modalities if not (m == "text" and self.text_for is not None)]
         self.inner = MultimodalDataset(
-            list(items), None, inner_modalities, transforms=dict(preprocess), sample_rate=sample_rate, require=False
+            list(items),
+            None,
+            inner_modalities,
+            transforms={} if augment is not None else dict(preprocess),  # augmenting: cache decoded media
+            sample_rate=sample_rate,
+            require=False,
         )
         self._text_preprocess = preprocess.get("text")
         self._text_cache: dict[str, torch.Tensor] = {}
@@ -145,10 +157,21 @@ class PreprocessedDataset(torch.utils.data.Dataset):
             if self.cached_bytes < self.cache_bytes:
                 self._cache[index] = out
                 self.cached_bytes += sum(_nbytes(v) for k, v in out.items() if k not in ("index", "id", "group"))
-        if self.text_for is None:
+        if self.text_for is None and self.augment is None:
             return out
-        text = self.text_for(self.inner.items[index], self.epoch)
-        return {**out, "text": None if text is None else self._tokens(text)}
+        item = self.inner.items[index]
+        res = dict(out)
+        if self.augment is not None:
+            for m in self.inner.modalities:
+                raw = out.get(m)
+                if raw is not None:
+                    res[m] = self.preprocess[m](self.augment(raw, m, self.epoch, item.id))
+        if self.text_for is not None:
+            text = self.text_for(item, self.epoch)
+            if text is not None and self.augment is not None:
+                text = self.augment(text, "text", self.epoch, item.id)
+            res["text"] = None if text is None else self._tokens(text)
+        return res
 
     def _tokens(self, text: str) -> torch.Tensor:
         hit = self._text_cache.get(text)
@@ -167,6 +190,9 @@ def _nbytes(value: Any) -> int:
         return sum(_nbytes(v) for v in value.values())
     if isinstance(value, str):
         return len(value)
+    if hasattr(value, "getbands") and hasattr(value, "size"):  # a PIL image
+        w, h = value.size
+        return int(w) * int(h) * len(value.getbands())
     return 64
 
 

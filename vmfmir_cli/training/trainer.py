@@ -29,6 +29,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
+from vmfmir_cli.data.augment import Augmenter, augment_config
 from vmfmir_cli.data.captions import has_levels, item_captions, parse_level_weights, sample_caption
 from vmfmir_cli.errors import CheckpointError, ConfigError, VmfmirError
 from vmfmir_cli.training import checkpoint as ckpt_io
@@ -267,8 +268,9 @@ class Trainer:
         if cfg.captions and "text" in self.modalities and has_levels(data.train):
             weights = parse_level_weights(cfg.caption_levels)
             text_for = partial(_epoch_caption, seed=cfg.seed, weights=weights)
+        augmenter = Augmenter(cfg.seed, augment_config(cfg.augment_options)) if cfg.augment else None
         self.train_set = PreprocessedDataset(
-            data.train, self.modalities, preprocess, rate, int(budget * share), text_for=text_for
+            data.train, self.modalities, preprocess, rate, int(budget * share), text_for=text_for, augment=augmenter
         )
         self.val_set = PreprocessedDataset(data.val, self.modalities, preprocess, rate, budget - int(budget * share))
         self.collator = BatchCollator({m: self.model.encoders[m].collate for m in self.modalities})
