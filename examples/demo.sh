@@ -16,6 +16,9 @@ vmfmir embed --run runs/latest --data data --split test --out index
 # query: a test piece's score image + a description, fused as a product of experts -> ranked audio
 IMAGE=$(python -c 'from vmfmir_cli.data.manifest import read_manifest; print(next(i.image for i in read_manifest("data") if i.split == "test" and i.image))')
 vmfmir query --index index --image "$IMAGE" --text "a slow melody played on flute" -k 5
+# the same image with a vague text (a level-1 caption): the text's kappa says how little it adds
+vmfmir query --index index --image "$IMAGE" --text "calm piano" -k 5
 
-# eval (keep last): evaluate the latest run on the test split: MRR, R@k, MR per direction and the kappa analysis
+# eval (keep last): evaluate the latest run on the test split: MRR, R@k, MR per direction, the kappa
+# analysis and the ambiguity section (kappa by caption level and view fraction, crop drop, R-AUROC, fusion)
 vmfmir eval --run runs/latest --data data --split test
