@@ -27,6 +27,7 @@ def resolve_encoders(config: TrainConfig, modalities: Iterable[str]) -> dict[str
 
     Encoders configured for modalities that are not trained are ignored (one config file can serve
     ``--modalities audio,text`` and ``--modalities audio,image,text``)."""
+    from vmfmir_cli.encoders.safety import validate_encoder_config
     from vmfmir_cli.plugins.manager import default_encoder_id, get_registry
 
     registry = get_registry()
@@ -49,13 +50,8 @@ def resolve_encoders(config: TrainConfig, modalities: Iterable[str]) -> dict[str
                 f"encoder {encoder_id!r} encodes {entry.modality}, not {m}; pick a {m} encoder "
                 f"(`vmfmir plugins` lists them)"
             )
-        defaults = getattr(entry.factory, "default_config", None)
-        if isinstance(defaults, Mapping):
-            for key in enc_config:
-                if key not in defaults:
-                    close = difflib.get_close_matches(key, list(defaults), n=1, cutoff=0.6)
-                    hint = f" (did you mean {close[0]!r}?)" if close else f"; its keys: {', '.join(sorted(defaults))}"
-                    raise ConfigError(f"encoders.{m}: encoder {encoder_id!r} has no config key {key!r}{hint}")
+        # keys, JSON types and permissions (trust_remote_code / allow_download need an env variable)
+        enc_config = validate_encoder_config(entry.encoder_id, entry.factory, enc_config, where=f"encoders.{m}")
         out[m] = (entry.encoder_id, entry.factory, dict(enc_config))
     return out
 

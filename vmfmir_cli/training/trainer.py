@@ -112,9 +112,10 @@ class TrainModule(nn.Module):
 
 def resume_config(run_dir: str | Path, overrides: Optional[Mapping[str, Any]] = None) -> TrainConfig:
     """The saved config of a run with ``overrides`` applied (only :data:`RESUMABLE_KEYS` may change)."""
-    found = ckpt_io.find_checkpoint(run_dir)
+    problems: list[str] = []
+    found = ckpt_io.find_checkpoint(run_dir, problems)
     if found is None:
-        raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from; start a new run")
+        raise ckpt_io.no_checkpoint_error(run_dir, problems)
     saved = TrainConfig.from_dict(found.state["config"], source=f"{found.path / ckpt_io.STATE_FILE}")
     config = saved.replace(**{k: v for k, v in (overrides or {}).items() if v is not None})
     changed = [k for k in differences(saved, config) if k not in RESUMABLE_KEYS]
@@ -188,9 +189,10 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.checkpoint = None
         if self.resume_dir is not None:
-            self.checkpoint = ckpt_io.find_checkpoint(self.resume_dir)
+            problems: list[str] = []
+            self.checkpoint = ckpt_io.find_checkpoint(self.resume_dir, problems)
             if self.checkpoint is None:
-                raise CheckpointError(f"{self.resume_dir} has no complete checkpoint to resume from; start a new run")
+                raise ckpt_io.no_checkpoint_error(self.resume_dir, problems)
             saved = TrainConfig.from_dict(self.checkpoint.state["config"])
             changed = [k for k in differences(saved, cfg) if k not in RESUMABLE_KEYS]
             if changed:
