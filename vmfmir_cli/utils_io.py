@@ -8,6 +8,7 @@ renamed over the destination (``os.replace`` is atomic on POSIX and Windows).
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -63,4 +64,32 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-__all__ = ["atomic_path", "write_bytes", "write_text", "write_json", "write_jsonl", "read_jsonl"]
+# --------------------------------------------------------------------------------------------------
+# Disk errors as one line (the CLI prints them; a full disk is not a bug)
+# --------------------------------------------------------------------------------------------------
+
+_CAUSES = {
+    errno.EROFS: "the file system is read-only",
+    errno.ENOSPC: "the disk is full",
+    errno.EACCES: "permission denied",
+    errno.EPERM: "operation not permitted",
+    errno.EEXIST: "a file is in the way",
+    errno.ENOTDIR: "a file is in the way of a folder",
+    errno.EISDIR: "it is a folder, not a file",
+}
+if hasattr(errno, "EDQUOT"):
+    _CAUSES[errno.EDQUOT] = "the disk quota is exhausted"
+#: OSError numbers that come from the machine or the user's paths, not from a bug
+DISK_ERRNOS = frozenset(_CAUSES)
+
+
+def describe_os_error(exc: OSError, path: Optional[str | os.PathLike] = None) -> str:
+    """``cannot write PATH: the disk is full (No space left on device)``."""
+    where = exc.filename or path or "a file"
+    cause = _CAUSES.get(exc.errno or 0)
+    detail = exc.strerror or str(exc)
+    reason = f"{cause} ({detail})" if cause else detail
+    return f"cannot write {where}: {reason}"
+
+
+__all__ = ["DISK_ERRNOS", "atomic_path", "describe_os_error", "write_bytes", "write_text", "write_json", "write_jsonl", "read_jsonl"]

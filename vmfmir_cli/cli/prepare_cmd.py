@@ -136,7 +136,9 @@ def register(app: typer.Typer) -> None:
                 sample_rate=sample_rate,
                 collections=tuple(c.strip() for c in collections.split(",") if c.strip()) if collections else None,
             )
-            with _Bar("rendering pieces", quiet or as_json) as bar:
+            from vmfmir_cli.locks import folder_lock
+
+            with folder_lock(out_dir, "dataset", "vmfmir prepare music21"), _Bar("rendering pieces", quiet or as_json) as bar:
                 summary = build_music21_benchmark(opts, on_progress=bar)
         if as_json:
             typer.echo(json.dumps(summary.to_json(), indent=2, ensure_ascii=False))

@@ -15,6 +15,7 @@ last built from.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -119,7 +120,32 @@ def item_row(item: Item, hashes: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def embed_items(
+def embed_items(items: Sequence[Item], run: str | Path, out: str | Path, **kwargs: Any) -> EmbedReport:
+    """Embed ``items`` with the run's model into the index folder ``out`` (incrementally).
+
+    Holds the write lock of ``out`` (:func:`vmfmir_cli.locks.folder_lock`) for the whole call, so a
+    second ``vmfmir embed`` into the same folder is refused instead of silently overwriting this
+    one. See :func:`_embed_items` for the arguments.
+    """
+    from vmfmir_cli.errors import WriteError
+    from vmfmir_cli.locks import LOCK_FILE, folder_lock
+
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise WriteError(f"--out {out} is a file, not an index folder; choose another --out (or remove the file)")
+    created = not out.exists()
+    try:
+        with folder_lock(out, "index", "vmfmir embed"):
+            return _embed_items(items, run, out, **kwargs)
+    except BaseException:
+        if created:  # leave no empty index folder behind
+            with contextlib.suppress(OSError):
+                (out / LOCK_FILE).unlink(missing_ok=True)
+                out.rmdir()
+        raise
+
+
+def _embed_items(
     items: Sequence[Item],
     run: str | Path,
     out: str | Path,

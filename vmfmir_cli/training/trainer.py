@@ -175,10 +175,18 @@ class Trainer:
         local_rank = int(os.environ.get("LOCAL_RANK", "0")) if env_world_size() > 1 else 0
         self.device = resolve_device(cfg.device, local_rank)
         self.dist = init_distributed(self.device.type)
+        self._locks = contextlib.ExitStack()  # the run folder's write lock (rank 0), see vmfmir_cli.locks
         try:
-            return self._run()
+            with self._locks:
+                return self._run()
         finally:
             cleanup(self.dist)
+
+    def _lock(self, run_dir: Path, command: str) -> None:
+        if self.dist.is_main:
+            from vmfmir_cli.locks import folder_lock
+
+            self._locks.enter_context(folder_lock(run_dir, "run", command))
 
     def _prepare(self) -> None:
         """Every check and every build step, before the first optimiser step."""
@@ -270,6 +278,8 @@ class Trainer:
     def _run(self) -> Path:
         cfg, info = self.config, self.dist
         started = time.perf_counter()
+        if self.resume_dir is not None:  # one writer at a time: a second `train --resume` is refused
+            self._lock(self.resume_dir, f"vmfmir train --resume {self.resume_dir.name}")
         self._prepare()
         ckpt = self.checkpoint
 
@@ -278,6 +288,7 @@ class Trainer:
             run_dir = None
             if info.is_main:
                 run_dir = str(new_run_dir(cfg.out, cfg.name or default_run_name(cfg.loss)))
+                self._lock(Path(run_dir), f"vmfmir train ({Path(run_dir).name})")
             self.run_dir = Path(broadcast_object(run_dir, info))
         else:
             self.run_dir = Path(self.resume_dir)
