@@ -1,7 +1,8 @@
 """Shared CLI plumbing: consoles, the user-error convention, progress bars.
 
 Convention: library code raises :class:`vmfmir_cli.errors.VmfmirError`; commands run their work
-inside ``with user_errors():`` which prints one red line on stderr and exits with code 1.
+inside ``with user_errors():`` which prints one red line on stderr and exits with code 1 (so do
+OSErrors of a read-only or full disk, see :data:`vmfmir_cli.utils_io.DISK_ERRNOS`).
 Progress and diagnostics go to stderr, results to stdout.
 """
 
@@ -41,6 +42,12 @@ def user_errors() -> Iterator[None]:
         yield
     except VmfmirError as exc:
         fail(_escape(str(exc)))
+    except OSError as exc:  # a read-only or full disk, a file in the way: the machine, not a bug
+        from vmfmir_cli.utils_io import DISK_ERRNOS, describe_os_error
+
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        fail(_escape(describe_os_error(exc)))
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
         raise typer.Exit(130) from None

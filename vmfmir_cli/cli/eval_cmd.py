@@ -72,6 +72,7 @@ def register(app: typer.Typer) -> None:
                     f"unexpected argument(s) {' '.join(runs)}: to compare runs use vmfmir eval --compare RUN RUN ...; "
                     "to evaluate one run use --run RUN"
                 )
+            _check_outputs(json_file, plots)  # a read-only disk or a file in the way: before the work
             if compare:
                 if not runs:
                     raise ConfigError("--compare needs the runs to compare: vmfmir eval --compare RUN RUN ...")
@@ -191,6 +192,15 @@ def _labels(given: list[str], names: list[str]) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 # Output
 # --------------------------------------------------------------------------------------------------
+
+
+def _check_outputs(json_file: Optional[Path], plots: Optional[Path]) -> None:
+    from vmfmir_cli.utils_io import ensure_writable
+
+    if json_file is not None and str(json_file) != "-":
+        ensure_writable(json_file, "file")
+    if plots is not None:
+        ensure_writable(plots, "folder")
 
 
 def _write_json(json_file: Optional[Path], doc: dict) -> bool:

@@ -186,6 +186,9 @@ def _embed_items(
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise DataError(f"item id {dup!r} appears twice in the collection; ids must be unique")
+    from vmfmir_cli.utils_io import ensure_writable
+
+    ensure_writable(out, "folder")  # a read-only or full disk is found before the encoding, not after
 
     notes: list[str] = []
     old: Optional[store.Index] = None

@@ -145,10 +145,15 @@ def _tensor_bytes(tensors: Mapping[str, torch.Tensor]) -> bytes:
 
 
 def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(path, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        if exc.filename is None:  # write() / fsync() errors name no file: name it (a full disk, ...)
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
 
 
 def _fsync_dir(path: Path) -> None:

@@ -28,7 +28,7 @@ from typing import Any, Iterable, Mapping, Optional, Sequence
 import torch
 from torch import nn
 
-from vmfmir_cli.errors import CheckpointError, ConfigError, VmfmirError
+from vmfmir_cli.errors import CheckpointError, ConfigError, VmfmirError, WriteError
 from vmfmir_cli.training import checkpoint as ckpt_io
 from vmfmir_cli.training.callbacks import Callback
 from vmfmir_cli.training.build import (
@@ -179,8 +179,25 @@ class Trainer:
         try:
             with self._locks:
                 return self._run()
+        except (OSError, WriteError) as exc:  # a read-only or full disk while training
+            raise self._disk_error(exc) from None
         finally:
             cleanup(self.dist)
+
+    def _disk_error(self, exc: Exception) -> Exception:
+        from vmfmir_cli.utils_io import DISK_ERRNOS, describe_os_error
+
+        if isinstance(exc, OSError) and exc.errno not in DISK_ERRNOS:
+            return exc
+        text = str(exc) if isinstance(exc, WriteError) else describe_os_error(exc)
+        run_dir = getattr(self, "run_dir", None)
+        found = ckpt_io.find_checkpoint(run_dir) if run_dir is not None else None
+        if found is not None:
+            text += (
+                f"; training stopped and the last good checkpoint (step {found.step}) is kept in "
+                f"{found.path}: free some space, then continue with `vmfmir train --resume {run_dir}`"
+            )
+        return WriteError(text)
 
     def _lock(self, run_dir: Path, command: str) -> None:
         if self.dist.is_main:

@@ -306,11 +306,13 @@ def import_manifest(opts: ManifestOptions, on_progress: ProgressFn | None = None
     import shutil
 
     from vmfmir_cli.locks import folder_lock
+    from vmfmir_cli.utils_io import ensure_writable
 
     out = Path(opts.out)
     created = not out.exists()
     try:
         with folder_lock(out, "dataset", "vmfmir prepare manifest"):
+            ensure_writable(out, "folder")  # before converting any media
             return _import_manifest(opts, on_progress)
     except BaseException:
         if created:
