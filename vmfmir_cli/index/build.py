@@ -56,13 +56,11 @@ class EmbedReport:
 
 
 def resolve_device(device: Optional[str]) -> torch.device:
-    """``None``/"auto": CUDA when available, else CPU; otherwise the named device."""
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise DataError(f"unknown device {device!r} ({exc}); use auto, cpu or cuda") from None
+    """``None``/"auto": CUDA when available, else CPU; otherwise the named device, checked to exist
+    (:func:`vmfmir_cli.device.resolve_device`, shared by every command)."""
+    from vmfmir_cli.device import resolve_device as resolve
+
+    return resolve(device)
 
 
 def resolve_run(run: str | Path) -> Path:
@@ -189,6 +187,7 @@ def _embed_items(
     from vmfmir_cli.utils_io import ensure_writable
 
     ensure_writable(out, "folder")  # a read-only or full disk is found before the encoding, not after
+    resolve_device(device)  # and a missing GPU
 
     notes: list[str] = []
     old: Optional[store.Index] = None

@@ -107,27 +107,11 @@ def kappa_parameters(model) -> list[torch.nn.Parameter]:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto``: CUDA if present, else MPS, else CPU; explicit names are checked."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
-        if name == "cuda":
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        index = int(name.split(":", 1)[1])
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
-        return torch.device("cuda", index)
-    if name == "mps":
-        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-            raise ConfigError("--device mps: MPS is not available on this machine; use --device cpu or auto")
-        return torch.device("mps")
-    return torch.device("cpu")
+    """``auto``: CUDA if present, else MPS, else CPU; explicit names are checked
+    (:func:`vmfmir_cli.device.resolve_device`, shared by every command)."""
+    from vmfmir_cli.device import resolve_device as resolve
+
+    return resolve(name, local_rank)
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:
