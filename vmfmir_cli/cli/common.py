@@ -59,6 +59,11 @@ def _escape(text: str) -> str:
     return escape(text)
 
 
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 item``, ``2 items`` (``many``: an irregular plural)."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
+
+
 def progress(quiet: bool = False, transient: bool = False) -> Progress:
     """A rich progress display on stderr with rate and ETA (disabled when ``quiet``)."""
     return Progress(
@@ -76,4 +81,4 @@ def progress(quiet: bool = False, transient: bool = False) -> Progress:
     )
 
 
-__all__ = ["out", "err", "fail", "user_errors", "progress"]
+__all__ = ["out", "err", "fail", "plural", "user_errors", "progress"]

@@ -190,10 +190,11 @@ def load_and_encode(options: EvalOptions, on_progress: Optional[ProgressFn] = No
     modalities = [m for m in MODALITIES if m in model.modalities]
     embeddings = encode_media(model, items, modalities, options.batch_size, device, on_progress)
     if len(embeddings) < 2:
-        have = ", ".join(embeddings) or "none"
+        have = f"only {' and '.join(embeddings)}" if embeddings else "none"
         raise DataError(
-            f"the {options.split} split of {options.data} has media of {have} of the run's modalities "
-            f"({', '.join(modalities)}); evaluation needs at least two"
+            f"the {options.split} split of {options.data} has {have} of the run's modalities "
+            f"({', '.join(modalities)}); evaluation retrieves one modality from another, so it needs items "
+            "with at least two of them"
         )
     return LoadedRun(run_dir, config, loss, modalities, items, embeddings)
 
