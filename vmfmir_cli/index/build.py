@@ -338,14 +338,25 @@ def embed_dataset(
     return embed_items(items, run, out, source={"data": str(data.resolve()), "split": split}, **kwargs)
 
 
-def embed_files(run: str | Path, paths: Sequence[str], out: str | Path = "index", **kwargs: Any) -> EmbedReport:
-    """Embed a plain folder / files / glob patterns (one item per file, no manifest)."""
+def embed_files(
+    run: str | Path,
+    paths: Sequence[str],
+    out: str | Path = "index",
+    *,
+    skip_invalid: bool = False,
+    follow_symlinks: bool = False,
+    **kwargs: Any,
+) -> EmbedReport:
+    """Embed a plain folder / files / glob patterns (one item per file, no manifest).
+
+    ``skip_invalid``: leave out (and count) files that do not decode instead of stopping at the
+    first; ``follow_symlinks``: also embed symlinks in a folder that lead out of it."""
     from vmfmir_cli.encoders.model import read_model_config
     from vmfmir_cli.index.files import collect_files
 
     config = read_model_config(resolve_run(run))
     modalities = list((config["model"].get("encoders") or {}).keys())
-    items, skipped = collect_files(paths, modalities)
+    items, skipped = collect_files(paths, modalities, follow_symlinks=follow_symlinks, skip_invalid=skip_invalid)
     source = {"files": [str(Path(p).expanduser().resolve()) if Path(p).expanduser().exists() else str(p) for p in paths]}
     return embed_items(items, run, out, source=source, skipped=skipped, **kwargs)
 
