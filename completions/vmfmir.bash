@@ -18,7 +18,7 @@ _vmfmir() {
     local words=""
     case "$path" in
         "vmfmir") words="embed eval plugins prepare query train --version --help -h" ;;
-        "vmfmir embed") words="--run --data --split --files --out --batch-size --device --rebuild --quiet -q --json --help -h" ;;
+        "vmfmir embed") words="--run --data --split --files --out --batch-size --device --rebuild --skip-invalid --follow-symlinks --quiet -q --json --help -h" ;;
         "vmfmir eval") words="--run --data --split --score --json --plots --compare --batch-size --device --ambiguity --no-ambiguity --quiet -q --help -h" ;;
         "vmfmir plugins") words="--json --help -h" ;;
         "vmfmir prepare") words="manifest music21 --help -h" ;;

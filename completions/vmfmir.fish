@@ -16,6 +16,8 @@ complete -c vmfmir -n '__fish_seen_subcommand_from embed' -l out -d 'Index folde
 complete -c vmfmir -n '__fish_seen_subcommand_from embed' -l batch-size -d 'Items per forward pass.'
 complete -c vmfmir -n '__fish_seen_subcommand_from embed' -l device -d 'auto (CUDA when available), cpu or cuda:N.'
 complete -c vmfmir -n '__fish_seen_subcommand_from embed' -l rebuild -d 'Re-encode everything, replacing an index built by another model.'
+complete -c vmfmir -n '__fish_seen_subcommand_from embed' -l skip-invalid -d 'With --files: leave out (and count) files that do not decode instead of stopping'
+complete -c vmfmir -n '__fish_seen_subcommand_from embed' -l follow-symlinks -d 'With --files: also embed symlinks in a folder that lead out of it.'
 complete -c vmfmir -n '__fish_seen_subcommand_from embed' -l quiet -d 'No progress bar.'
 complete -c vmfmir -n '__fish_seen_subcommand_from embed' -s q -d 'No progress bar.'
 complete -c vmfmir -n '__fish_seen_subcommand_from embed' -l json -d 'Print the summary as JSON.'

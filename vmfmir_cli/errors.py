@@ -28,4 +28,12 @@ class ConfigError(VmfmirError):
     """A configuration file or option has an unknown key or an invalid value."""
 
 
-__all__ = ["VmfmirError", "DataError", "PluginError", "CheckpointError", "ConfigError"]
+class BusyError(VmfmirError):
+    """Another vmfmir process holds the lock of a run, index or dataset folder this one would write."""
+
+
+class WriteError(VmfmirError):
+    """A file cannot be written: read-only file system, disk full, no permission, a file in the way."""
+
+
+__all__ = ["VmfmirError", "DataError", "PluginError", "CheckpointError", "ConfigError", "BusyError", "WriteError"]

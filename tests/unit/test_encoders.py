@@ -334,7 +334,8 @@ def test_load_model_errors(tmp_path):
         load_model(run)
 
 
-def test_load_model_names_the_missing_plugin(tmp_path):
+def test_load_model_names_the_missing_plugin(tmp_path, monkeypatch):
+    monkeypatch.setenv("VMFMIR_ALLOW_EDITED_RUN", "1")  # the test edits config.json on purpose
     model = small_model()
     run = tmp_path / "run"
     config = save_model(model, run)
@@ -344,7 +345,8 @@ def test_load_model_names_the_missing_plugin(tmp_path):
         load_model(run)
 
 
-def test_load_model_rejects_weights_of_another_shape(tmp_path):
+def test_load_model_rejects_weights_of_another_shape(tmp_path, monkeypatch):
+    monkeypatch.setenv("VMFMIR_ALLOW_EDITED_RUN", "1")  # the test edits config.json on purpose
     run = tmp_path / "run"
     config = save_model(small_model(), run)
     config["model"]["embed_dim"] = 8

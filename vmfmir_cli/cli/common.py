@@ -1,7 +1,8 @@
 """Shared CLI plumbing: consoles, the user-error convention, progress bars.
 
 Convention: library code raises :class:`vmfmir_cli.errors.VmfmirError`; commands run their work
-inside ``with user_errors():`` which prints one red line on stderr and exits with code 1.
+inside ``with user_errors():`` which prints one red line on stderr and exits with code 1 (so do
+OSErrors of a read-only or full disk, see :data:`vmfmir_cli.utils_io.DISK_ERRNOS`).
 Progress and diagnostics go to stderr, results to stdout.
 """
 
@@ -41,6 +42,12 @@ def user_errors() -> Iterator[None]:
         yield
     except VmfmirError as exc:
         fail(_escape(str(exc)))
+    except OSError as exc:  # a read-only or full disk, a file in the way: the machine, not a bug
+        from vmfmir_cli.utils_io import DISK_ERRNOS, describe_os_error
+
+        if exc.errno not in DISK_ERRNOS:
+            raise
+        fail(_escape(describe_os_error(exc)))
     except KeyboardInterrupt:
         err.print("[yellow]interrupted[/]")
         raise typer.Exit(130) from None
@@ -50,6 +57,11 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(text)
+
+
+def plural(n: int, word: str, many: str | None = None) -> str:
+    """``1 item``, ``2 items`` (``many``: an irregular plural)."""
+    return f"{n} {word if n == 1 else (many or word + 's')}"
 
 
 def progress(quiet: bool = False, transient: bool = False) -> Progress:
@@ -69,4 +81,4 @@ def progress(quiet: bool = False, transient: bool = False) -> Progress:
     )
 
 
-__all__ = ["out", "err", "fail", "user_errors", "progress"]
+__all__ = ["out", "err", "fail", "plural", "user_errors", "progress"]

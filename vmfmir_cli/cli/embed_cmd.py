@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vmfmir_cli.cli.common import err, fail, out, progress, user_errors
+from vmfmir_cli.cli.common import err, fail, out, plural, progress, user_errors
 
 SPLITS = ("train", "val", "test", "all")
 
@@ -38,6 +38,14 @@ def register(app: typer.Typer) -> None:
         rebuild: Annotated[
             bool, typer.Option("--rebuild", help="Re-encode everything, replacing an index built by another model.")
         ] = False,
+        skip_invalid: Annotated[
+            bool,
+            typer.Option("--skip-invalid", help="With --files: leave out (and count) files that do not decode instead of stopping."),
+        ] = False,
+        follow_symlinks: Annotated[
+            bool,
+            typer.Option("--follow-symlinks", help="With --files: also embed symlinks in a folder that lead out of it."),
+        ] = False,
         quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     ) -> None:
@@ -52,6 +60,8 @@ def register(app: typer.Typer) -> None:
         file_args = list(files or []) + list(paths or [])
         if paths and not files:
             fail("extra arguments are files to embed: put --files before them (vmfmir embed --files DIR_OR_GLOB ...)")
+        if (skip_invalid or follow_symlinks) and not file_args:
+            fail("--skip-invalid and --follow-symlinks go with --files (a prepared dataset was checked by vmfmir prepare)")
         if file_args and data is not None:
             fail("use either --data (a prepared dataset) or --files (plain media files), not both")
         if split not in SPLITS:
@@ -72,7 +82,9 @@ def register(app: typer.Typer) -> None:
 
                 kwargs = dict(batch_size=batch_size, device=device, rebuild=rebuild, on_progress=on_progress)
                 if file_args:
-                    report = embed_files(run, file_args, out_dir, **kwargs)
+                    report = embed_files(
+                        run, file_args, out_dir, skip_invalid=skip_invalid, follow_symlinks=follow_symlinks, **kwargs
+                    )
                 else:
                     report = embed_dataset(run, data or "data", split, out_dir, **kwargs)
         if as_json:
@@ -88,7 +100,13 @@ def _print_summary(report) -> None:
         err.print(f"[yellow]note:[/] {escape(note)}")
     skipped = {k: v for k, v in report.skipped.items() if v}
     if skipped:
-        labels = {"unknown": "not audio/image/text", "empty": "empty text", "duplicate": "named twice"}
+        labels = {
+            "unknown": "not audio/image/text",
+            "empty": "empty text",
+            "duplicate": "named twice",
+            "invalid": "undecodable",
+            "outside": "symlinked from outside the folder (--follow-symlinks embeds them)",
+        }
         parts = []
         for key, n in sorted(skipped.items()):
             label = labels.get(key) or (f"no {key.split(':', 1)[1]} encoder in the run" if key.startswith("no_encoder:") else key)
@@ -99,5 +117,5 @@ def _print_summary(report) -> None:
         f"{report.new_items} new, {report.changed_items} changed, {report.unchanged_items} unchanged, "
         f"{report.removed_items} removed"
     )
-    out.print(f"[bold green]index[/] {escape(report.out)}: {report.items} items; {escape(rows)}", highlight=False)
+    out.print(f"[bold green]index[/] {escape(report.out)}: {plural(report.items, 'item')}; {escape(rows)}", highlight=False)
     out.print(f"  {changes}; model {escape(report.run)} ({report.model_hash[:19]}); {report.seconds:.1f} s", highlight=False)

@@ -8,7 +8,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
-from vmfmir_cli.cli.common import err, out, progress, user_errors
+from vmfmir_cli.cli.common import err, out, plural, progress, user_errors
 
 SCORE_CHOICES = ("elk", "kl", "bhattacharyya", "expected_cosine", "cosine", "all")
 SPLIT_CHOICES = ("test", "val", "train", "all")
@@ -82,6 +82,7 @@ def register(app: typer.Typer) -> None:
                     f"unexpected argument(s) {' '.join(runs)}: to compare runs use vmfmir eval --compare RUN RUN ...; "
                     "to evaluate one run use --run RUN"
                 )
+            _check_outputs(json_file, plots)  # a read-only disk or a file in the way: before the work
             if compare:
                 if not runs:
                     raise ConfigError("--compare needs the runs to compare: vmfmir eval --compare RUN RUN ...")
@@ -163,7 +164,7 @@ def _compare_scores(run, data, split, json_file, plots, batch_size, device, quie
         "scores": {kind: d for kind, d in zip(SCORE_KINDS, docs)},
     }
     if not _write_json(json_file, doc):
-        title = f"vmfmir eval --score all: run {first['run']}, {split} split ({first['n_items']} items)"
+        title = f"vmfmir eval --score all: run {first['run']}, {split} split ({plural(first['n_items'], 'item')})"
         _print_comparison(comparison, title, "score")
         _print_notes(results[0].notes)
     _write_plots(plots, [(r.score, r) for r in results])
@@ -184,7 +185,7 @@ def _compare_runs(runs, data, split, score, json_file, plots, batch_size, device
     doc = {"split": split, "n_items": docs[0]["n_items"], "compare": comparison, "runs": docs}
     if not _write_json(json_file, doc):
         scores = ", ".join(f"{lab}: {r.score}" + (f" ({r.loss})" if r.loss else "") for lab, r in zip(labels, results))
-        title = f"vmfmir eval --compare: {split} split ({docs[0]['n_items']} items); scores {scores}"
+        title = f"vmfmir eval --compare: {split} split ({plural(docs[0]['n_items'], 'item')}); scores {scores}"
         _print_comparison(comparison, title, "run")
         for lab, r in zip(labels, results):
             _print_notes(r.notes, prefix=f"{lab}: ")
@@ -205,6 +206,15 @@ def _labels(given: list[str], names: list[str]) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 # Output
 # --------------------------------------------------------------------------------------------------
+
+
+def _check_outputs(json_file: Optional[Path], plots: Optional[Path]) -> None:
+    from vmfmir_cli.utils_io import ensure_writable
+
+    if json_file is not None and str(json_file) != "-":
+        ensure_writable(json_file, "file")
+    if plots is not None:
+        ensure_writable(plots, "folder")
 
 
 def _write_json(json_file: Optional[Path], doc: dict) -> bool:
@@ -278,7 +288,7 @@ def _print_result(result) -> None:
     loss = f" ({result.loss})" if result.loss else ""
     table = Table(
         title=escape(
-            f"vmfmir eval: run {result.run}{loss}, {result.split} split ({result.n_items} items), score {result.score}"
+            f"vmfmir eval: run {result.run}{loss}, {result.split} split ({plural(result.n_items, 'item')}), score {result.score}"
         ),
         title_justify="left",
         caption=escape(f"relevance: {RELEVANCE_CONVENTION}. MR = median rank (lower is better)."),

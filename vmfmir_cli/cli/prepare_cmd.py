@@ -13,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from vmfmir_cli.cli.common import err, out, progress, user_errors
+from vmfmir_cli.cli.common import err, out, plural, progress, user_errors
 
 HELP = (
     "Build a dataset: audio, score images and texts of the same music, with train/val/test splits.\n\n"
@@ -136,7 +136,9 @@ def register(app: typer.Typer) -> None:
                 sample_rate=sample_rate,
                 collections=tuple(c.strip() for c in collections.split(",") if c.strip()) if collections else None,
             )
-            with _Bar("rendering pieces", quiet or as_json) as bar:
+            from vmfmir_cli.locks import folder_lock
+
+            with folder_lock(out_dir, "dataset", "vmfmir prepare music21"), _Bar("rendering pieces", quiet or as_json) as bar:
                 summary = build_music21_benchmark(opts, on_progress=bar)
         if as_json:
             typer.echo(json.dumps(summary.to_json(), indent=2, ensure_ascii=False))
@@ -225,7 +227,7 @@ def _print_music21_summary(summary) -> None:
     out.print(table)
     s = summary.splits
     out.print(
-        f"{summary.items} items from {summary.pieces_kept} pieces ({summary.pieces_skipped} skipped, "
+        f"{plural(summary.items, 'item')} from {plural(summary.pieces_kept, 'piece')} ({summary.pieces_skipped} skipped, "
         f"{summary.pieces_reused} reused from an earlier run) in {summary.seconds:.0f} s; "
         f"train {s['train']}, val {s['val']}, test {s['test']}",
         highlight=False,
@@ -239,11 +241,11 @@ def _print_manifest_summary(summary) -> None:
 
     s, m = summary.splits, summary.modalities
     out.print(
-        f"{summary.items} items in {escape(summary.out)} (train {s['train']}, val {s['val']}, test {s['test']}; "
+        f"{plural(summary.items, 'item')} in {escape(summary.out)} (train {s['train']}, val {s['val']}, test {s['test']}; "
         f"audio {m['audio']}, image {m['image']}, text {m['text']}) in {summary.seconds:.1f} s",
         highlight=False,
     )
     if summary.skipped_rows:
         out.print(
-            f"{summary.skipped_rows} invalid rows skipped; report: {escape(summary.report or '')}", highlight=False
+            f"{plural(summary.skipped_rows, 'invalid row')} skipped; report: {escape(summary.report or '')}", highlight=False
         )

@@ -27,6 +27,9 @@ if TYPE_CHECKING:  # pragma: no cover
 
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".oga", ".opus", ".mp3")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp")
+#: the largest image decoded (width x height): 64 megapixels, e.g. 8000 x 8000 or an A4 page at
+#: 900 dpi; larger files are refused as invalid (a small PNG can claim 400 Mpx: a decompression bomb)
+MAX_IMAGE_PIXELS = 64_000_000
 
 
 # ----------------------------------------------------------------------------------------- audio
@@ -34,6 +37,7 @@ def read_audio(path: str | Path) -> tuple[np.ndarray, int]:
     """Decode an audio file to a mono float32 array ``(T,)`` and its sample rate."""
     import soundfile as sf
 
+    _check_exists(path, "audio")
     try:
         with _quiet_native_stderr(str(path).lower().endswith(".mp3")):  # libmpg123 prints resync notes
             data, sr = sf.read(str(path), dtype="float32", always_2d=True)
@@ -130,15 +134,42 @@ def to_l_or_rgb(img: "Image.Image") -> "Image.Image":
 
 
 def load_image(path: str | Path) -> "Image.Image":
-    """Decode an image file (PNG, JPEG, WebP) to a PIL image of mode "L" or "RGB"."""
+    """Decode an image file (PNG, JPEG, WebP) to a PIL image of mode "L" or "RGB".
+
+    Images of more than :data:`MAX_IMAGE_PIXELS` pixels are refused before their pixels are
+    decoded (a small file can claim a huge image: a decompression bomb), with a DataError.
+    """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
+    _check_exists(path, "image")
     try:
-        with Image.open(str(path)) as img:
-            img.load()
-            return to_l_or_rgb(img)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we say it in one line
+            with Image.open(str(path)) as img:
+                width, height = img.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise DataError(_too_large(path, f"{width} x {height} pixels"))
+                img.load()
+                return to_l_or_rgb(img)
+    except Image.DecompressionBombError as exc:  # Pillow's own check, at open time
+        raise DataError(_too_large(path, _short(exc).split(",")[0].lower())) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise DataError(f"{path}: cannot decode image ({_short(exc)}); use PNG, JPEG or WebP") from None
+
+
+def _too_large(path: str | Path, size: str) -> str:
+    return (
+        f"{path}: the image is too large to decode ({size}; the limit is {MAX_IMAGE_PIXELS // 1_000_000} "
+        "megapixels, vmfmir_cli.data.media.MAX_IMAGE_PIXELS); downscale it"
+    )
+
+
+def _check_exists(path: str | Path, kind: str) -> None:
+    """A missing file is "does not exist", not "cannot decode" (a file deleted during a run)."""
+    if not Path(path).exists():
+        raise DataError(f"{path}: no such {kind} file (it does not exist: moved or deleted?)")
 
 
 def encode_png(img: "Image.Image") -> bytes:
@@ -156,6 +187,7 @@ def _short(exc: BaseException) -> str:
 __all__ = [
     "AUDIO_EXTENSIONS",
     "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_PIXELS",
     "read_audio",
     "decode_audio_bytes",
     "resample",

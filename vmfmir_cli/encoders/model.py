@@ -5,7 +5,13 @@ Files of a run directory written by :func:`save_model`::
     model.safetensors   every encoder's ``state_dict_for_saving()`` (prefixed ``encoders.<modality>.``)
                         and every head (``heads.<modality>.``); no pickle
     config.json         {"model": MultimodalModel.config(), "vmfmir_version", "hash": "sha256:<hex of
-                        model.safetensors>", **extra}
+                        model.safetensors>", **extra, "config_hash": "sha256:<hex of the rest of
+                        config.json as canonical JSON>"}
+
+Loading a run never trusts its files blindly: the weights must match ``hash``, the config must match
+``config_hash`` (a hand-edited config is refused unless ``VMFMIR_ALLOW_EDITED_RUN=1``), and every
+encoder config is checked against its encoder's schema and permissions
+(:mod:`vmfmir_cli.encoders.safety`) before anything is built.
 
 Windowed inputs (a batch with an ``"owner"`` row -> item map, e.g. long audio cut into windows) are
 fused per item as a product of experts: natural parameters add, eta = sum_r kappa_r mu_r, the
@@ -16,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -30,6 +37,8 @@ from vmfmir_cli.utils_io import write_bytes, write_json
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
+#: set to 1 to load a run whose config.json was edited by hand (its config_hash no longer matches)
+ALLOW_EDITED_ENV = "VMFMIR_ALLOW_EDITED_RUN"
 
 
 def fuse_rows(
@@ -143,21 +152,33 @@ class MultimodalModel(nn.Module):
         """Rebuild (untrained weights) from :meth:`config`, looking encoder ids up in the plugin registry."""
         from vmfmir_cli.plugins.manager import get_registry
 
+        from vmfmir_cli.encoders.safety import validate_encoder_config
+
         try:
             specs = config["encoders"]
+            embed_dim = config["embed_dim"]
+            kappa_min, kappa_max = config.get("kappa_min", 1.0), config.get("kappa_max", 1e4)
+            if not isinstance(specs, Mapping) or not specs:
+                raise ConfigError("the model config's encoders must be a non-empty table")
+            if isinstance(embed_dim, bool) or not isinstance(embed_dim, int) or embed_dim < 1:
+                raise ConfigError(f"the model config's embed_dim must be a positive integer, got {embed_dim!r}")
+            for name, value in (("kappa_min", kappa_min), ("kappa_max", kappa_max)):
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ConfigError(f"the model config's {name} must be a number, got {value!r}")
             registry = get_registry()
-            encoders = {}
+            # every spec is checked before any encoder is built (building may load files)
+            checked = {}
             for modality, spec in specs.items():
+                if modality not in MODALITIES or not isinstance(spec, Mapping) or not isinstance(spec.get("id"), str):
+                    raise ConfigError(f"the model config's encoders.{modality} is not a valid encoder entry")
                 encoder_id = spec["id"]
                 if encoder_id not in registry:
                     raise PluginError(_missing_encoder_message(encoder_id, spec, registry))
-                encoders[modality] = registry.get(encoder_id).factory.from_config(spec.get("config", {}))
-            return cls(
-                encoders,
-                embed_dim=config["embed_dim"],
-                kappa_min=config.get("kappa_min", 1.0),
-                kappa_max=config.get("kappa_max", 1e4),
-            )
+                factory = registry.get(encoder_id).factory
+                where = f"the model config (encoders.{modality})"
+                checked[modality] = (factory, validate_encoder_config(encoder_id, factory, spec.get("config", {}), where))
+            encoders = {m: factory.from_config(cfg) for m, (factory, cfg) in checked.items()}
+            return cls(encoders, embed_dim=embed_dim, kappa_min=kappa_min, kappa_max=kappa_max)
         except KeyError as exc:
             raise ConfigError(f"model config lacks the key {exc.args[0]!r}") from None
 
@@ -185,12 +206,22 @@ class MultimodalModel(nn.Module):
                 self.encoders[modality].load_saved_state(groups.get(("encoders", modality), {}))
                 result = self.heads[modality].load_state_dict(groups.get(("heads", modality), {}), strict=False)
             except RuntimeError as exc:  # shape mismatches
-                raise CheckpointError(f"the saved {modality} weights do not fit the model in the config: {exc}") from None
+                raise CheckpointError(
+                    f"the saved {modality} weights do not fit the model in the config ({_first_mismatch(exc)}); "
+                    "was config.json edited? Restore it or retrain"
+                ) from None
             if result.missing_keys or result.unexpected_keys:
                 raise CheckpointError(
                     f"the {modality} head weights do not match the config (missing {result.missing_keys[:5]}, "
                     f"unexpected {result.unexpected_keys[:5]})"
                 )
+
+
+def _first_mismatch(exc: Exception) -> str:
+    """torch's multi-line load_state_dict error -> its first "size mismatch" (or first) line."""
+    lines = [" ".join(line.split()) for line in str(exc).splitlines() if line.strip()]
+    detail = next((line for line in lines if line.startswith("size mismatch")), lines[-1] if lines else "")
+    return detail.replace("copying a param with shape", "saved").replace("the shape in current model is", "config builds")[:300]
 
 
 def _plugin_of(encoder_id: str) -> tuple[Optional[str], Optional[str]]:
@@ -234,6 +265,27 @@ def sha256_hex(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
+def config_digest(config: Mapping[str, Any]) -> str:
+    """sha256 of ``config`` minus its ``config_hash``, as canonical JSON (sorted keys, no spaces)."""
+    rest = {k: v for k, v in config.items() if k != "config_hash"}
+    text = json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return sha256_hex(text.encode("utf-8"))
+
+
+def check_config_hash(config: Mapping[str, Any], path: Path) -> None:
+    """CheckpointError when ``config`` is not what vmfmir wrote (unless ALLOW_EDITED_ENV is set)."""
+    if os.environ.get(ALLOW_EDITED_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+        return
+    expected = config.get("config_hash")
+    if expected == config_digest(config):
+        return
+    what = "has no config_hash" if not expected else "does not match its config_hash"
+    raise CheckpointError(
+        f"{path} {what}: it was edited after vmfmir wrote it (or is damaged), and a run is only loaded as "
+        f"written. Restore the file or retrain; if you edited it on purpose, run again with {ALLOW_EDITED_ENV}=1"
+    )
+
+
 def save_model(model: MultimodalModel, run_dir: str | Path, extra: Optional[Mapping[str, Any]] = None) -> dict:
     """Write ``run_dir/model.safetensors`` then ``run_dir/config.json`` (both atomically); return the config."""
     run_dir = Path(run_dir)
@@ -243,6 +295,7 @@ def save_model(model: MultimodalModel, run_dir: str | Path, extra: Optional[Mapp
         if key in config:
             raise ConfigError(f"save_model: extra key {key!r} would overwrite a reserved config key")
         config[key] = value
+    config["config_hash"] = config_digest(config)
     write_bytes(run_dir / WEIGHTS_FILE, data)
     write_json(run_dir / CONFIG_FILE, config)
     return config
@@ -262,6 +315,7 @@ def read_model_config(run_dir: str | Path) -> dict:
         raise CheckpointError(f"{path} is not valid JSON ({exc}); the run is corrupt, retrain it") from None
     if not isinstance(config, dict) or not isinstance(config.get("model"), dict):
         raise CheckpointError(f"{path} has no 'model' section; it was not written by vmfmir train")
+    check_config_hash(config, path)
     return config
 
 
@@ -296,9 +350,12 @@ def load_model(run_dir: str | Path, map_location: str | torch.device = "cpu") ->
 
 
 __all__ = [
+    "ALLOW_EDITED_ENV",
     "CONFIG_FILE",
     "MultimodalModel",
     "WEIGHTS_FILE",
+    "check_config_hash",
+    "config_digest",
     "fuse_rows",
     "load_model",
     "read_model_config",

@@ -64,6 +64,9 @@ class EvalOptions:
             raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
         if self.bins < 1:
             raise ConfigError(f"the number of kappa bins must be at least 1, got {self.bins}")
+        from vmfmir_cli.device import resolve_device
+
+        resolve_device(self.device, default="cpu")  # a missing GPU: one line, before any work
 
 
 # --------------------------------------------------------------------------------------------------
@@ -181,18 +184,22 @@ def load_and_encode(options: EvalOptions, on_progress: Optional[ProgressFn] = No
     """Load the run of ``options``, read the split and encode its media (the slow part)."""
     from vmfmir_cli.encoders.model import load_model
 
+    from vmfmir_cli.device import resolve_device
+
     options.validate()
+    device = resolve_device(options.device, default="cpu")  # one line for a missing GPU
     run_dir = resolve_run(options.run)
     items = load_split(options.data, options.split)
-    model, config = load_model(run_dir, map_location=options.device or "cpu")
+    model, config = load_model(run_dir, map_location=device)
     loss = run_loss(config)
     modalities = [m for m in MODALITIES if m in model.modalities]
-    embeddings = encode_media(model, items, modalities, options.batch_size, options.device, on_progress)
+    embeddings = encode_media(model, items, modalities, options.batch_size, device, on_progress)
     if len(embeddings) < 2:
-        have = ", ".join(embeddings) or "none"
+        have = f"only {' and '.join(embeddings)}" if embeddings else "none"
         raise DataError(
-            f"the {options.split} split of {options.data} has media of {have} of the run's modalities "
-            f"({', '.join(modalities)}); evaluation needs at least two"
+            f"the {options.split} split of {options.data} has {have} of the run's modalities "
+            f"({', '.join(modalities)}); evaluation retrieves one modality from another, so it needs items "
+            "with at least two of them"
         )
     graded = None
     if options.ambiguity:

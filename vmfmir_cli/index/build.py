@@ -15,6 +15,7 @@ last built from.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -55,13 +56,11 @@ class EmbedReport:
 
 
 def resolve_device(device: Optional[str]) -> torch.device:
-    """``None``/"auto": CUDA when available, else CPU; otherwise the named device."""
-    if device in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        return torch.device(device)
-    except RuntimeError as exc:
-        raise DataError(f"unknown device {device!r} ({exc}); use auto, cpu or cuda") from None
+    """``None``/"auto": CUDA when available, else CPU; otherwise the named device, checked to exist
+    (:func:`vmfmir_cli.device.resolve_device`, shared by every command)."""
+    from vmfmir_cli.device import resolve_device as resolve
+
+    return resolve(device)
 
 
 def resolve_run(run: str | Path) -> Path:
@@ -119,7 +118,32 @@ def item_row(item: Item, hashes: dict[str, str]) -> dict[str, Any]:
     }
 
 
-def embed_items(
+def embed_items(items: Sequence[Item], run: str | Path, out: str | Path, **kwargs: Any) -> EmbedReport:
+    """Embed ``items`` with the run's model into the index folder ``out`` (incrementally).
+
+    Holds the write lock of ``out`` (:func:`vmfmir_cli.locks.folder_lock`) for the whole call, so a
+    second ``vmfmir embed`` into the same folder is refused instead of silently overwriting this
+    one. See :func:`_embed_items` for the arguments.
+    """
+    from vmfmir_cli.errors import WriteError
+    from vmfmir_cli.locks import LOCK_FILE, folder_lock
+
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise WriteError(f"--out {out} is a file, not an index folder; choose another --out (or remove the file)")
+    created = not out.exists()
+    try:
+        with folder_lock(out, "index", "vmfmir embed"):
+            return _embed_items(items, run, out, **kwargs)
+    except BaseException:
+        if created:  # leave no empty index folder behind
+            with contextlib.suppress(OSError):
+                (out / LOCK_FILE).unlink(missing_ok=True)
+                out.rmdir()
+        raise
+
+
+def _embed_items(
     items: Sequence[Item],
     run: str | Path,
     out: str | Path,
@@ -160,6 +184,10 @@ def embed_items(
     if len(set(ids)) != len(ids):
         dup = next(i for i in ids if ids.count(i) > 1)
         raise DataError(f"item id {dup!r} appears twice in the collection; ids must be unique")
+    from vmfmir_cli.utils_io import ensure_writable
+
+    ensure_writable(out, "folder")  # a read-only or full disk is found before the encoding, not after
+    resolve_device(device)  # and a missing GPU
 
     notes: list[str] = []
     old: Optional[store.Index] = None
@@ -310,14 +338,25 @@ def embed_dataset(
     return embed_items(items, run, out, source={"data": str(data.resolve()), "split": split}, **kwargs)
 
 
-def embed_files(run: str | Path, paths: Sequence[str], out: str | Path = "index", **kwargs: Any) -> EmbedReport:
-    """Embed a plain folder / files / glob patterns (one item per file, no manifest)."""
+def embed_files(
+    run: str | Path,
+    paths: Sequence[str],
+    out: str | Path = "index",
+    *,
+    skip_invalid: bool = False,
+    follow_symlinks: bool = False,
+    **kwargs: Any,
+) -> EmbedReport:
+    """Embed a plain folder / files / glob patterns (one item per file, no manifest).
+
+    ``skip_invalid``: leave out (and count) files that do not decode instead of stopping at the
+    first; ``follow_symlinks``: also embed symlinks in a folder that lead out of it."""
     from vmfmir_cli.encoders.model import read_model_config
     from vmfmir_cli.index.files import collect_files
 
     config = read_model_config(resolve_run(run))
     modalities = list((config["model"].get("encoders") or {}).keys())
-    items, skipped = collect_files(paths, modalities)
+    items, skipped = collect_files(paths, modalities, follow_symlinks=follow_symlinks, skip_invalid=skip_invalid)
     source = {"files": [str(Path(p).expanduser().resolve()) if Path(p).expanduser().exists() else str(p) for p in paths]}
     return embed_items(items, run, out, source=source, skipped=skipped, **kwargs)
 

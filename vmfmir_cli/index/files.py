@@ -60,14 +60,29 @@ def _expand(pattern: str) -> tuple[Path, list[Path]]:
     raise DataError(f"{pattern}: no such file or folder")
 
 
+def _outside(f: Path, base: Path) -> bool:
+    """True when ``f`` (found under ``base``) is a symlink that leads out of ``base``."""
+    try:
+        f.resolve().relative_to(base.resolve())
+    except ValueError:
+        return True
+    return False
+
+
 def collect_files(
-    patterns: Sequence[str], modalities: Iterable[str] = ("audio", "image", "text")
+    patterns: Sequence[str],
+    modalities: Iterable[str] = ("audio", "image", "text"),
+    follow_symlinks: bool = False,
+    skip_invalid: bool = False,
 ) -> tuple[list[Item], dict[str, int]]:
     """Items (one per media file) from folders, files and glob patterns; plus counts of skipped files.
 
     Only files of ``modalities`` become items. The skipped counts have the keys ``unknown``
     (extension not recognised), ``empty`` (empty text files), ``duplicate`` (the same file named
-    twice) and ``no_encoder:<modality>`` (files of a modality outside ``modalities``).
+    twice), ``no_encoder:<modality>`` (files of a modality outside ``modalities``), ``outside``
+    (symlinks in a folder that lead out of it; followed only with ``follow_symlinks``) and
+    ``invalid`` (undecodable files, with ``skip_invalid``: each file is decoded once to check it;
+    without it the first one is a DataError).
     """
     if not patterns:
         raise DataError("no files given: pass a folder, files or a glob pattern after --files")
@@ -77,7 +92,11 @@ def collect_files(
     seen: set[Path] = set()
     for pattern in patterns:
         base, files = _expand(str(pattern))
+        in_folder = Path(pattern).expanduser().is_dir()
         for f in files:
+            if in_folder and not follow_symlinks and _outside(f, base):
+                skipped["outside"] = skipped.get("outside", 0) + 1
+                continue
             resolved = f.resolve()
             if resolved in seen:
                 skipped["duplicate"] = skipped.get("duplicate", 0) + 1
@@ -124,6 +143,9 @@ def collect_files(
             if not text:
                 skipped["empty"] = skipped.get("empty", 0) + 1
                 continue
+        elif skip_invalid and not _decodes(path, modality):
+            skipped["invalid"] = skipped.get("invalid", 0) + 1
+            continue
         used.add(ident)
         items.append(
             Item(
@@ -136,7 +158,19 @@ def collect_files(
                 meta={"file": str(path)},
             )
         )
+    if not items:
+        raise DataError("none of the files given could be embedded (" + ", ".join(f"{k} {v}" for k, v in sorted(skipped.items())) + ")")
     return items, skipped
+
+
+def _decodes(path: Path, modality: str) -> bool:
+    from vmfmir_cli.data.media import load_image, read_audio
+
+    try:
+        read_audio(path) if modality == "audio" else load_image(path)
+    except DataError:
+        return False
+    return True
 
 
 __all__ = ["EXTENSIONS", "TEXT_EXTENSIONS", "collect_files", "modality_of"]

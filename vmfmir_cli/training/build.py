@@ -27,6 +27,7 @@ def resolve_encoders(config: TrainConfig, modalities: Iterable[str]) -> dict[str
 
     Encoders configured for modalities that are not trained are ignored (one config file can serve
     ``--modalities audio,text`` and ``--modalities audio,image,text``)."""
+    from vmfmir_cli.encoders.safety import validate_encoder_config
     from vmfmir_cli.plugins.manager import default_encoder_id, get_registry
 
     registry = get_registry()
@@ -49,13 +50,8 @@ def resolve_encoders(config: TrainConfig, modalities: Iterable[str]) -> dict[str
                 f"encoder {encoder_id!r} encodes {entry.modality}, not {m}; pick a {m} encoder "
                 f"(`vmfmir plugins` lists them)"
             )
-        defaults = getattr(entry.factory, "default_config", None)
-        if isinstance(defaults, Mapping):
-            for key in enc_config:
-                if key not in defaults:
-                    close = difflib.get_close_matches(key, list(defaults), n=1, cutoff=0.6)
-                    hint = f" (did you mean {close[0]!r}?)" if close else f"; its keys: {', '.join(sorted(defaults))}"
-                    raise ConfigError(f"encoders.{m}: encoder {encoder_id!r} has no config key {key!r}{hint}")
+        # keys, JSON types and permissions (trust_remote_code / allow_download need an env variable)
+        enc_config = validate_encoder_config(entry.encoder_id, entry.factory, enc_config, where=f"encoders.{m}")
         out[m] = (entry.encoder_id, entry.factory, dict(enc_config))
     return out
 
@@ -111,27 +107,11 @@ def kappa_parameters(model) -> list[torch.nn.Parameter]:
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
-    """``auto``: CUDA if present, else MPS, else CPU; explicit names are checked."""
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--device {name}: CUDA is not available on this machine; use --device cpu or auto")
-        if name == "cuda":
-            return torch.device("cuda", local_rank % torch.cuda.device_count())
-        index = int(name.split(":", 1)[1])
-        if index >= torch.cuda.device_count():
-            raise ConfigError(f"--device {name}: only {torch.cuda.device_count()} CUDA device(s) here")
-        return torch.device("cuda", index)
-    if name == "mps":
-        if not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
-            raise ConfigError("--device mps: MPS is not available on this machine; use --device cpu or auto")
-        return torch.device("mps")
-    return torch.device("cpu")
+    """``auto``: CUDA if present, else MPS, else CPU; explicit names are checked
+    (:func:`vmfmir_cli.device.resolve_device`, shared by every command)."""
+    from vmfmir_cli.device import resolve_device as resolve
+
+    return resolve(name, local_rank)
 
 
 def use_bf16(precision: str, device: torch.device) -> bool:

@@ -145,10 +145,15 @@ def _tensor_bytes(tensors: Mapping[str, torch.Tensor]) -> bytes:
 
 
 def _write_synced(path: Path, data: bytes) -> None:
-    with open(path, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+    try:
+        with open(path, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as exc:
+        if exc.filename is None:  # write() / fsync() errors name no file: name it (a full disk, ...)
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
+        raise
 
 
 def _fsync_dir(path: Path) -> None:
@@ -192,6 +197,7 @@ def save_checkpoint(
             **_jsonable(dict(state)),
             "hashes": {MODEL_FILE: _sha256(model_bytes), TRAINING_FILE: _sha256(training_bytes)},
         }
+        full_state["state_hash"] = state_digest(full_state)
         _write_synced(tmp / STATE_FILE, (json.dumps(full_state, indent=1) + "\n").encode("utf-8"))
         _fsync_dir(tmp)
         final = run_dir / CHECKPOINT_DIR
@@ -222,6 +228,24 @@ class Checkpoint:
         return int(self.state["step"])
 
 
+def state_digest(state: Mapping[str, Any]) -> str:
+    """sha256 of ``state`` minus its ``state_hash``, as canonical JSON (what seals state.json)."""
+    rest = {k: v for k, v in state.items() if k != "state_hash"}
+    return _sha256(json.dumps(rest, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8"))
+
+
+def _check_sealed(state: dict, path: Path) -> None:
+    from vmfmir_cli.encoders.model import ALLOW_EDITED_ENV
+
+    if os.environ.get(ALLOW_EDITED_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
+        return
+    if state.get("state_hash") != state_digest(state):
+        raise CheckpointError(
+            f"{path} does not match its state_hash: it was edited after vmfmir wrote it (or is damaged). "
+            f"Restore it or start a new run; if you edited it on purpose, run again with {ALLOW_EDITED_ENV}=1"
+        )
+
+
 def _read_state(folder: Path) -> Optional[dict]:
     try:
         state = json.loads((folder / STATE_FILE).read_text(encoding="utf-8"))
@@ -236,6 +260,7 @@ def _load_folder(folder: Path) -> Checkpoint:
     state = _read_state(folder)
     if state is None:
         raise CheckpointError(f"{folder / STATE_FILE} is missing or unreadable; the checkpoint is incomplete")
+    _check_sealed(state, folder / STATE_FILE)
     tensors = {}
     for name in (MODEL_FILE, TRAINING_FILE):
         try:
@@ -258,26 +283,36 @@ def _candidates(run_dir: Path) -> list[Path]:
     return ([main] if main.is_dir() else []) + [p for p in others if p.is_dir()]
 
 
-def find_checkpoint(run_dir: str | Path) -> Optional[Checkpoint]:
-    """The checkpoint to resume from: ``checkpoint/`` if complete, else the newest complete leftover."""
+def find_checkpoint(run_dir: str | Path, problems: Optional[list[str]] = None) -> Optional[Checkpoint]:
+    """The checkpoint to resume from: ``checkpoint/`` if complete, else the newest complete leftover.
+
+    ``problems`` (a list) receives why each rejected candidate folder was rejected."""
     run_dir = Path(run_dir)
     main = run_dir / CHECKPOINT_DIR
+    problems = [] if problems is None else problems
     if main.is_dir():
         try:
             return _load_folder(main)
-        except CheckpointError:
-            pass
+        except CheckpointError as exc:
+            problems.append(str(exc))
     best: Optional[Checkpoint] = None
     for folder in _candidates(run_dir):
         if folder == main:
             continue
         try:
             ckpt = _load_folder(folder)
-        except CheckpointError:
+        except CheckpointError as exc:
+            problems.append(str(exc))
             continue
         if best is None or ckpt.step > best.step:
             best = ckpt
     return best
+
+
+def no_checkpoint_error(run_dir: str | Path, problems: list[str]) -> CheckpointError:
+    """The error for a run without a usable checkpoint, naming the first bad file if there is one."""
+    why = f": {problems[0]}" if problems else ""
+    return CheckpointError(f"{run_dir} has no complete checkpoint to resume from{why}; start a new run")
 
 
 def cleanup_leftovers(run_dir: str | Path, keep: Path) -> Path:
@@ -302,6 +337,8 @@ __all__ = [
     "TRAINING_FILE",
     "cleanup_leftovers",
     "find_checkpoint",
+    "no_checkpoint_error",
+    "state_digest",
     "optimizer_from_flat",
     "optimizer_to_flat",
     "rng_state",

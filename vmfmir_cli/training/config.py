@@ -139,11 +139,44 @@ FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 _DEFAULTS = TrainConfig()
 
 
+#: names people type for a config key (from other trainers' flags) -> the key
+ALIASES = {
+    "learning_rate": "lr",
+    "learningrate": "lr",
+    "batch": "batch_size",
+    "bs": "batch_size",
+    "n_epochs": "epochs",
+    "num_epochs": "epochs",
+    "epoch": "epochs",
+    "steps": "max_steps",
+    "num_steps": "max_steps",
+    "embed_dim": "dim",
+    "embedding_dim": "dim",
+    "workers": "num_workers",
+    "wd": "weight_decay",
+    "lambda": "ssw_lambda",
+    "temperature": "inv_temperature",
+    "warmup": "warmup_fraction",
+    "warmup_steps": "warmup_fraction",
+    "output": "out",
+    "output_dir": "out",
+    "dataset": "data",
+    "data_dir": "data",
+}
+
+
 def suggest(key: str, known) -> str:
-    """`` (did you mean 'x'?)`` for the closest known name, or a list of what is known."""
-    close = difflib.get_close_matches(key, list(known), n=1, cutoff=0.6)
+    """`` (did you mean 'x'?)`` for a known alias or the closest known names, else a short hint."""
+    known = list(known)
+    alias = ALIASES.get(str(key).strip().lower().replace("-", "_"))
+    if alias in known:
+        return f" (did you mean {alias!r}?)"
+    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    if not close:  # compare the words of snake_case names too: "val_frequency" -> "val_every"
+        words = set(str(key).lower().replace("-", "_").split("_"))
+        close = [k for k in known if words & set(k.split("_")) - {"max", "min"}][:3]
     if close:
-        return f" (did you mean {close[0]!r}?)"
+        return " (did you mean " + " or ".join(repr(c) for c in close) + "?)"
     return f"; known keys: {', '.join(sorted(known))}"
 
 
@@ -222,7 +255,23 @@ def load_toml(path: str | Path) -> dict[str, Any]:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+        message = str(exc)
+        if "at end of document" in message:  # e.g. an unclosed string or a key set twice: say where
+            line = _first_bad_line(path.read_text(encoding="utf-8", errors="replace"))
+            if line:
+                message = message.replace("at end of document", f"at line {line}")
+        raise ConfigError(f"{path}: invalid TOML ({message})") from None
+
+
+def _first_bad_line(text: str) -> Optional[int]:
+    """The first line at which the TOML ``text`` stops parsing (for errors tomllib reports at the end)."""
+    lines = text.splitlines()
+    for n in range(1, len(lines) + 1):
+        try:
+            tomllib.loads("\n".join(lines[:n]) + "\n")
+        except tomllib.TOMLDecodeError:
+            return n
+    return None
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:

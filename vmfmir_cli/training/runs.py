@@ -118,9 +118,14 @@ class MetricsLog:
     def write(self, row: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(_clean(row)) + "\n")
-            fh.flush()
+        try:
+            with open(self.path, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(_clean(row)) + "\n")
+                fh.flush()
+        except OSError as exc:
+            if exc.filename is None:  # a full disk: name the file
+                raise OSError(exc.errno, exc.strerror, str(self.path)) from None
+            raise
 
 
 def _is_runs_root(path: Path) -> bool:

@@ -31,7 +31,7 @@ from torch import nn
 
 from vmfmir_cli.data.augment import Augmenter, augment_config
 from vmfmir_cli.data.captions import has_levels, item_captions, parse_level_weights, sample_caption
-from vmfmir_cli.errors import CheckpointError, ConfigError, VmfmirError
+from vmfmir_cli.errors import CheckpointError, ConfigError, VmfmirError, WriteError
 from vmfmir_cli.training import checkpoint as ckpt_io
 from vmfmir_cli.training.callbacks import Callback
 from vmfmir_cli.training.build import (
@@ -115,9 +115,10 @@ class TrainModule(nn.Module):
 
 def resume_config(run_dir: str | Path, overrides: Optional[Mapping[str, Any]] = None) -> TrainConfig:
     """The saved config of a run with ``overrides`` applied (only :data:`RESUMABLE_KEYS` may change)."""
-    found = ckpt_io.find_checkpoint(run_dir)
+    problems: list[str] = []
+    found = ckpt_io.find_checkpoint(run_dir, problems)
     if found is None:
-        raise CheckpointError(f"{run_dir} has no complete checkpoint to resume from; start a new run")
+        raise ckpt_io.no_checkpoint_error(run_dir, problems)
     saved = TrainConfig.from_dict(found.state["config"], source=f"{found.path / ckpt_io.STATE_FILE}")
     config = saved.replace(**{k: v for k, v in (overrides or {}).items() if v is not None})
     changed = [k for k in differences(saved, config) if k not in RESUMABLE_KEYS]
@@ -177,10 +178,35 @@ class Trainer:
         local_rank = int(os.environ.get("LOCAL_RANK", "0")) if env_world_size() > 1 else 0
         self.device = resolve_device(cfg.device, local_rank)
         self.dist = init_distributed(self.device.type)
+        self._locks = contextlib.ExitStack()  # the run folder's write lock (rank 0), see vmfmir_cli.locks
         try:
-            return self._run()
+            with self._locks:
+                return self._run()
+        except (OSError, WriteError) as exc:  # a read-only or full disk while training
+            raise self._disk_error(exc) from None
         finally:
             cleanup(self.dist)
+
+    def _disk_error(self, exc: Exception) -> Exception:
+        from vmfmir_cli.utils_io import DISK_ERRNOS, describe_os_error
+
+        if isinstance(exc, OSError) and exc.errno not in DISK_ERRNOS:
+            return exc
+        text = str(exc) if isinstance(exc, WriteError) else describe_os_error(exc)
+        run_dir = getattr(self, "run_dir", None)
+        found = ckpt_io.find_checkpoint(run_dir) if run_dir is not None else None
+        if found is not None:
+            text += (
+                f"; training stopped and the last good checkpoint (step {found.step}) is kept in "
+                f"{found.path}: free some space, then continue with `vmfmir train --resume {run_dir}`"
+            )
+        return WriteError(text)
+
+    def _lock(self, run_dir: Path, command: str) -> None:
+        if self.dist.is_main:
+            from vmfmir_cli.locks import folder_lock
+
+            self._locks.enter_context(folder_lock(run_dir, "run", command))
 
     def _prepare(self) -> None:
         """Every check and every build step, before the first optimiser step."""
@@ -191,9 +217,10 @@ class Trainer:
             torch.use_deterministic_algorithms(True, warn_only=True)
         self.checkpoint = None
         if self.resume_dir is not None:
-            self.checkpoint = ckpt_io.find_checkpoint(self.resume_dir)
+            problems: list[str] = []
+            self.checkpoint = ckpt_io.find_checkpoint(self.resume_dir, problems)
             if self.checkpoint is None:
-                raise CheckpointError(f"{self.resume_dir} has no complete checkpoint to resume from; start a new run")
+                raise ckpt_io.no_checkpoint_error(self.resume_dir, problems)
             saved = TrainConfig.from_dict(self.checkpoint.state["config"])
             changed = [k for k in differences(saved, cfg) if k not in RESUMABLE_KEYS]
             if changed:
@@ -278,6 +305,8 @@ class Trainer:
     def _run(self) -> Path:
         cfg, info = self.config, self.dist
         started = time.perf_counter()
+        if self.resume_dir is not None:  # one writer at a time: a second `train --resume` is refused
+            self._lock(self.resume_dir, f"vmfmir train --resume {self.resume_dir.name}")
         self._prepare()
         ckpt = self.checkpoint
 
@@ -286,6 +315,7 @@ class Trainer:
             run_dir = None
             if info.is_main:
                 run_dir = str(new_run_dir(cfg.out, cfg.name or default_run_name(cfg.loss)))
+                self._lock(Path(run_dir), f"vmfmir train ({Path(run_dir).name})")
             self.run_dir = Path(broadcast_object(run_dir, info))
         else:
             self.run_dir = Path(self.resume_dir)

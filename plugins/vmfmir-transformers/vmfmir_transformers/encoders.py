@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from vmfmir_cli.encoders.base import Encoder
+from vmfmir_cli.encoders.safety import check_permissions, granted
 from vmfmir_cli.errors import CheckpointError, ConfigError, PluginError
 
 POOLINGS = ("mean", "cls", "pooler")
@@ -76,6 +77,9 @@ class HFEncoder(Encoder):
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
         c = self.cfg
+        # trust_remote_code / allow_download are only honoured when the person running the command
+        # grants them (VMFMIR_TRUST_REMOTE_CODE=1 / VMFMIR_ALLOW_DOWNLOAD=1), never on a config's say-so
+        check_permissions(self.encoder_id, c)
         if not c["model"]:
             raise ConfigError(
                 f"{self.encoder_id}: set 'model' in the encoder config to a local directory or a Hugging Face hub id"
@@ -105,18 +109,19 @@ class HFEncoder(Encoder):
     # -- loading ----------------------------------------------------------------------------------
     def _pretrained_kwargs(self) -> dict[str, Any]:
         c = self.cfg
-        kwargs: dict[str, Any] = {"local_files_only": not c["allow_download"]}
+        download = bool(c["allow_download"]) and granted("allow_download")
+        kwargs: dict[str, Any] = {"local_files_only": not download}
         if c["revision"]:
             kwargs["revision"] = c["revision"]
-        if c["trust_remote_code"]:
-            kwargs["trust_remote_code"] = True
+        # always explicit: None would let transformers ask (or decide) by itself
+        kwargs["trust_remote_code"] = bool(c["trust_remote_code"]) and granted("trust_remote_code")
         return kwargs
 
     def _fail(self, what: str, exc: Exception) -> PluginError:
         c = self.cfg
         hint = (
             " It is not in the local Hugging Face cache: download it first (`hf download "
-            f"{c['model']}`) or set allow_download = true in the encoder config."
+            f"{c['model']}`) or set allow_download = true in the encoder config and run with VMFMIR_ALLOW_DOWNLOAD=1."
             if not c["allow_download"] and not Path(str(c["model"])).exists()
             else ""
         )

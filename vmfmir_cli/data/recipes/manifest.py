@@ -322,7 +322,29 @@ def _check_row(row: _Row, base: Path) -> dict[str, Any]:
 
 
 def import_manifest(opts: ManifestOptions, on_progress: ProgressFn | None = None) -> ImportSummary:
-    """Validate FILE, convert its media into ``opts.out`` and write the dataset contract."""
+    """Validate FILE, convert its media into ``opts.out`` and write the dataset contract.
+
+    Holds the write lock of ``opts.out`` throughout (one writer at a time); when the import fails
+    and this call created ``opts.out``, the folder and the media converted into it are removed.
+    """
+    import shutil
+
+    from vmfmir_cli.locks import folder_lock
+    from vmfmir_cli.utils_io import ensure_writable
+
+    out = Path(opts.out)
+    created = not out.exists()
+    try:
+        with folder_lock(out, "dataset", "vmfmir prepare manifest"):
+            ensure_writable(out, "folder")  # before converting any media
+            return _import_manifest(opts, on_progress)
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _import_manifest(opts: ManifestOptions, on_progress: ProgressFn | None = None) -> ImportSummary:
     import time
 
     t0 = time.perf_counter()
