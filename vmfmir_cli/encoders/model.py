@@ -55,6 +55,8 @@ class MultimodalModel(nn.Module):
         embed_dim: int = 128,
         kappa_min: float = 1.0,
         kappa_max: float = 1e4,
+        kappa_head: str = "exp",
+        kappa_init: float = 20.0,
     ) -> None:
         super().__init__()
         if not encoders:
@@ -68,9 +70,14 @@ class MultimodalModel(nn.Module):
                 )
         self.embed_dim = int(embed_dim)
         self.kappa_min, self.kappa_max = float(kappa_min), float(kappa_max)
+        self.kappa_head, self.kappa_init = str(kappa_head), float(kappa_init)
         self.encoders = nn.ModuleDict(dict(encoders))
         self.heads = nn.ModuleDict(
-            {m: VMFHead(int(e.dim), self.embed_dim, self.kappa_min, self.kappa_max) for m, e in encoders.items()}
+            {
+                m: VMFHead(int(e.dim), self.embed_dim, self.kappa_min, self.kappa_max, kappa_init=self.kappa_init,
+                           kappa_head=self.kappa_head)
+                for m, e in encoders.items()
+            }
         )
 
     @property
@@ -135,6 +142,8 @@ class MultimodalModel(nn.Module):
             "embed_dim": self.embed_dim,
             "kappa_min": self.kappa_min,
             "kappa_max": self.kappa_max,
+            "kappa_head": self.kappa_head,
+            "kappa_init": self.kappa_init,
             "encoders": encoders,
         }
 
@@ -157,6 +166,9 @@ class MultimodalModel(nn.Module):
                 embed_dim=config["embed_dim"],
                 kappa_min=config.get("kappa_min", 1.0),
                 kappa_max=config.get("kappa_max", 1e4),
+                # models saved before the exp head existed used the sigmoid head
+                kappa_head=config.get("kappa_head", "sigmoid"),
+                kappa_init=config.get("kappa_init", 20.0),
             )
         except KeyError as exc:
             raise ConfigError(f"model config lacks the key {exc.args[0]!r}") from None
