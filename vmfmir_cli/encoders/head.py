@@ -5,11 +5,12 @@ r"""The vMF head: encoder features -> (mu, kappa), shared by every encoder of ev
 and ``kappa`` (B,) from a small MLP ``g`` on the same normalised features, in one of two forms:
 
 * ``kappa_head="exp"`` (default): log-linear and unbounded inside a wide safety range,
-  ``log kappa = log k_max - softplus(log k_max - t)``, ``t = log k_min + softplus(log kappa_init
-  - log k_min + g(f))``; i.e. ``log kappa ~ log kappa_init + g(f)`` in the interior (d log kappa / d g
-  = 1: the gradient does not vanish anywhere near the values kappa takes), bent smoothly into
-  ``[k_min, k_max]`` only at the ends (there the slope is 1/2, not 0). Reference implementations use
-  this kind of head (an exp or softplus of a linear layer, calibrated at initialisation).
+  ``log kappa = log k_max - softplus(log k_max - t)``, ``t = log k_min + softplus(g(f))``, i.e.
+  ``log kappa ~ g(f)`` in the interior: d log kappa / d g = 1 wherever kappa is more than a factor
+  of ~e away from a bound, bent smoothly into ``[k_min, k_max]`` within about one unit of log kappa
+  of the ends (slope 1/2 at ``t = log k_max``). The wide default range [1, 1e4] is a numerical
+  safety net, not a prior. Reference implementations use this kind of head (an exp or softplus of
+  a linear layer, calibrated at initialisation).
 * ``kappa_head="sigmoid"``: the earlier head, ``kappa = exp(log k_min + (log k_max - log k_min)
   sigmoid(g(f)))``. Its gradient vanishes at both bounds, so an item pushed towards a bound stays
   there (measured on ``benchmarks/controlled.py``; see the README).

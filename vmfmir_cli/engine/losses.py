@@ -247,8 +247,9 @@ def mc_infonce_loss(
       (a Rao-Blackwellised estimate of the same expectation, needs ``dists``). It removes the
       Monte Carlo noise of the positive side, whose heavy tail (log-variance ~ tau^2 (d - 1) / kappa)
       makes ``-log`` of a mean of ``S`` samples overestimate the loss by an amount that falls with
-      kappa, i.e. rewards over-confidence (measured: kappa_hat / kappa_true 12-19 with sampled
-      positives at 16-64 samples, ~1 with the analytic positive; see the README).
+      kappa, i.e. rewards over-confidence (measured on ``benchmarks/controlled.py``, d = 8, 16
+      samples: median kappa_hat / kappa_true 25 with sampled positives and a head capped at 1000,
+      73 with an uncapped head; 0.69 with the analytic positive; see the README).
     * ``positive="sampled"``: :math:`P_{s,i} = \tau z^s_{a,i} \cdot z^s_{b,i}` (the paper's estimate).
 
     ``bias_correction="jackknife"`` replaces ``log (1/S) sum_s p_s`` by its jackknife estimate
