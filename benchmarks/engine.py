@@ -97,7 +97,20 @@ def _unit(x: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.normalize(x, dim=-1)
 
 
-def bench_ssw(cfg: dict, repeats: int, warmup: int) -> dict:
+def _synced(fn, device: torch.device):
+    """``fn`` followed by a CUDA synchronisation (so that timings include the kernels)."""
+    if device.type != "cuda":
+        return fn
+
+    def run():
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+
+    return run
+
+
+def bench_ssw(cfg: dict, repeats: int, warmup: int, device: torch.device = torch.device("cpu")) -> dict:
     import ot
 
     gen = torch.Generator().manual_seed(0)
@@ -105,13 +118,17 @@ def bench_ssw(cfg: dict, repeats: int, warmup: int) -> dict:
     x = _unit(torch.randn(s, pairs, d, generator=gen))
     y = _unit(x + 0.5 * torch.randn(s, pairs, d, generator=gen))
     proj = random_projections(d, num_proj, generator=gen)
+    xd, yd, projd = x.to(device), y.to(device), proj.to(device)
 
-    def ours():
-        xa = x.clone().requires_grad_(True)
-        yb = y.clone().requires_grad_(True)
-        loss = ssw_alignment_loss(None, samples={"a": xa, "b": yb}, p=p, projections=proj)
+    def _ours():
+        xa = xd.clone().requires_grad_(True)
+        yb = yd.clone().requires_grad_(True)
+        # the plain estimate, as POT computes it (debias=True would run six half-size transports)
+        loss = ssw_alignment_loss(None, samples={"a": xa, "b": yb}, p=p, projections=projd, debias=False)
         loss.backward()
         return loss
+
+    ours = _synced(_ours, device)
 
     xs = x.transpose(0, 1).contiguous().numpy()  # (pairs, S, d)
     ys = y.transpose(0, 1).contiguous().numpy()
@@ -150,8 +167,8 @@ def bench_ssw(cfg: dict, repeats: int, warmup: int) -> dict:
     t_pot_torch_sub = _timed(pot_torch)
     t_pot_torch = t_pot_torch_sub * pairs / sub
     return {
-        "config": {**cfg, "dtype": "float32"},
-        "ours": "vmfmir ssw_alignment_loss, all pairs batched, forward + backward",
+        "config": {**cfg, "dtype": "float32", "device": str(device)},
+        "ours": "vmfmir ssw_alignment_loss (debias=False), all pairs batched, forward + backward",
         "baseline": "POT ot.sliced_wasserstein_sphere once per pair, numpy backend, forward only (same projections)",
         "ours_s": t_ours,
         "baseline_s": t_pot,
@@ -168,17 +185,16 @@ def bench_ssw(cfg: dict, repeats: int, warmup: int) -> dict:
     }
 
 
-def bench_rsample(cfg: dict, repeats: int, warmup: int) -> dict:
+def bench_rsample(cfg: dict, repeats: int, warmup: int, device: torch.device = torch.device("cpu")) -> dict:
     from scipy.stats import vonmises_fisher
 
     gen = torch.Generator().manual_seed(1)
     n, s, d, subset = cfg["num_vmfs"], cfg["samples"], cfg["dim"], cfg["scipy_subset"]
     loc = _unit(torch.randn(n, d, generator=gen))
     kappa = torch.exp(torch.empty(n).uniform_(math.log(10.0), math.log(1e4), generator=gen))
-    dist = VonMisesFisher(loc, kappa)
-
-    def ours():
-        return dist.rsample((s,), generator=gen)
+    dist = VonMisesFisher(loc.to(device), kappa.to(device))
+    dgen = torch.Generator(device=device).manual_seed(1)
+    ours = _synced(lambda: dist.rsample((s,), generator=dgen), device)
 
     subset = min(subset, n)
     loc64 = loc.double().numpy()
@@ -195,10 +211,10 @@ def bench_rsample(cfg: dict, repeats: int, warmup: int) -> dict:
     # sanity: mean of mu.x over all draws against the average A_d(kappa)
     from vmfmir_cli.engine.vmf import mean_resultant_length
 
-    emp = float((sample.double() * loc.double()).sum(-1).mean())
+    emp = float((sample.double().cpu() * loc.double()).sum(-1).mean())
     ref = float(mean_resultant_length(kappa.double(), d).mean())
     return {
-        "config": {**cfg, "kappa": "log-uniform [10, 1e4]", "dtype": "float32"},
+        "config": {**cfg, "kappa": "log-uniform [10, 1e4]", "dtype": "float32", "device": str(device)},
         "ours": "VonMisesFisher(loc, kappa).rsample((S,)), all vMFs at once",
         "baseline": f"scipy.stats.vonmises_fisher(mu, kappa).rvs(S) looped per vMF, timed on {subset} vMFs "
         f"and extrapolated linearly to {n}",
@@ -216,30 +232,29 @@ def bench_rsample(cfg: dict, repeats: int, warmup: int) -> dict:
     }
 
 
-def bench_elk(cfg: dict, repeats: int, warmup: int) -> dict:
+def bench_elk(cfg: dict, repeats: int, warmup: int, device: torch.device = torch.device("cpu")) -> dict:
     gen = torch.Generator().manual_seed(2)
     q_n, i_n, d = cfg["queries"], cfg["items"], cfg["dim"]
 
     def make(n):
         loc = _unit(torch.randn(n, d, generator=gen))
         kappa = torch.exp(torch.empty(n).uniform_(math.log(10.0), math.log(1e4), generator=gen))
-        return VonMisesFisher(loc, kappa)
+        return VonMisesFisher(loc.to(device), kappa.to(device))
 
     queries, items = make(q_n), make(i_n)
     q_loc, i_loc = queries.loc, items.loc
-
-    def elk():
-        return score(queries, items, kind="elk")
-
-    def matmul():
-        return q_loc @ i_loc.T
+    elk = _synced(lambda: score(queries, items, kind="elk"), device)
+    matmul = _synced(lambda: q_loc @ i_loc.T, device)
 
     t_elk, elk_times, t_mm, mm_times = _interleaved(elk, matmul, repeats, warmup)
     # accuracy spot check of the fast path against the float64 exact formula on a few rows
     from vmfmir_cli.engine.vmf import log_expected_likelihood
 
     rows = min(4, q_n)
-    out = elk()[:rows].double()
+    out = elk()[:rows].double().cpu()
+    q_loc, i_loc = q_loc.cpu(), i_loc.cpu()
+    queries = VonMisesFisher(q_loc, queries.concentration.cpu())
+    items = VonMisesFisher(i_loc, items.concentration.cpu())
     q64 = VonMisesFisher(q_loc[:rows].double(), queries.concentration[:rows].double())
     i64 = VonMisesFisher(i_loc[: min(2000, i_n)].double(), items.concentration[: min(2000, i_n)].double())
     ref = log_expected_likelihood(
@@ -249,7 +264,7 @@ def bench_elk(cfg: dict, repeats: int, warmup: int) -> dict:
     err = (out[:, : ref.shape[1]] - ref).abs()
     rel = float((err / ref.abs().clamp_min(1.0)).max())
     return {
-        "config": {**cfg, "kappa": "log-uniform [10, 1e4]", "dtype": "float32"},
+        "config": {**cfg, "kappa": "log-uniform [10, 1e4]", "dtype": "float32", "device": str(device)},
         "ours": 'vmfmir_cli.engine.scores.score(q, items, kind="elk")',
         "baseline": "plain (Q x d) @ (d x N) float32 matmul of the mean directions",
         "ours_s": t_elk,
@@ -284,7 +299,7 @@ def machine_info() -> dict:
         "numpy": np.__version__,
         "scipy": scipy.__version__,
         "pot": pot_version,
-        "device": "cpu",
+        "device": "cpu" if not torch.cuda.is_available() else f"cpu; cuda: {torch.cuda.get_device_name(0)}",
         "load_average_1m_5m_15m": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
     }
 
@@ -332,6 +347,8 @@ def main(argv=None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="JSON output path")
     parser.add_argument("--only", choices=["ssw_loss", "rsample", "elk_scoring"], action="append", help="run only these")
     parser.add_argument("--repeats", type=int, default=None, help="timed repeats per measurement (median)")
+    parser.add_argument("--device", default="cpu", help="device of vmfmir's side (cpu, cuda, cuda:N); the POT / "
+                        "scipy baselines always run on the CPU")
     parser.add_argument(
         "--threads", type=int, default=None,
         help="torch intra-op threads (default: torch's choice); on a loaded shared machine 1 thread is far "
@@ -342,24 +359,29 @@ def main(argv=None) -> int:
         if args.threads < 1:
             parser.error("--threads must be >= 1")
         torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: CUDA is not available on this machine")
     cfg = QUICK if args.quick else FULL
     repeats = args.repeats or cfg["repeats"]
     warmup = cfg["warmup"]
-    out = args.out or ROOT / "benchmarks" / "results" / ("engine_quick.json" if args.quick else "engine.json")
+    suffix = "" if device.type == "cpu" else f"_{device.type}"
+    out = args.out or ROOT / "benchmarks" / "results" / (f"engine{suffix}_quick.json" if args.quick else f"engine{suffix}.json")
     torch.manual_seed(0)
     load_before = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
     selected = args.only or ["ssw_loss", "rsample", "elk_scoring"]
     results = {}
     if "ssw_loss" in selected:
-        results["ssw_loss"] = bench_ssw(cfg["ssw"], repeats, warmup)
+        results["ssw_loss"] = bench_ssw(cfg["ssw"], repeats, warmup, device)
     if "rsample" in selected:
-        results["rsample"] = bench_rsample(cfg["rsample"], repeats, warmup)
+        results["rsample"] = bench_rsample(cfg["rsample"], repeats, warmup, device)
     if "elk_scoring" in selected:
-        results["elk_scoring"] = bench_elk(cfg["elk"], repeats, warmup)
+        results["elk_scoring"] = bench_elk(cfg["elk"], repeats, warmup, device)
     payload = {
         "quick": bool(args.quick),
         "repeats": repeats,
         "warmup": warmup,
+        "device": str(device),
         "machine": {**machine_info(), "load_average_at_start": load_before},
         "benchmarks": results,
     }

@@ -5,6 +5,10 @@
     python benchmarks/train.py --data data           # a batch of a prepared dataset instead
     python benchmarks/train.py --quick               # tiny sizes (smoke run)
 
+The recipe of issue 11 (the new defaults) is timed against the landed recipe before it (``LANDED``:
+sigmoid head, mean denominator, sampled positive, SSW on the 16 shared draws with 64 projections, no
+debiasing): target, a new-default step costs at most 1.5x the landed baseline step.
+
 One step = encode the batch (every modality) -> loss -> backward -> AdamW step, exactly what
 ``vmfmir train`` does per step (single process). The model is built from ``--config`` (default
 examples/proposed.toml: the CPU-sized encoders); every loss starts from the same initial weights and
@@ -39,7 +43,19 @@ from vmfmir_cli.training.objective import training_loss  # noqa: E402
 from vmfmir_cli.training.trainer import TrainModule  # noqa: E402
 from vmfmir_cli.utils_io import write_json  # noqa: E402
 
-LOSSES = ("proposed", "baseline", "infonce")
+LOSSES = ("proposed", "baseline", "infonce", "proposed-landed", "baseline-landed")
+
+#: the recipe before issue 11 ("landed"): the timing reference of the new defaults
+LANDED = {
+    "kappa_head": "sigmoid",
+    "kappa_max": 1000.0,
+    "inv_temperature": 5.0,
+    "denominator": "mean",
+    "mc_positive": "sampled",
+    "ssw_samples": 16,
+    "ssw_projections": 64,
+    "ssw_debias": False,
+}
 
 
 def _sync(device: torch.device) -> None:
@@ -101,7 +117,8 @@ def main(argv=None) -> dict:
     if args.quick:
         from vmfmir_cli.training.synthetic import TINY_ENCODERS
 
-        cfg = cfg.replace(encoders={**TINY_ENCODERS, "audio": {**TINY_ENCODERS["audio"], "sample_rate": 16000}}, dim=16, mc_samples=4, ssw_projections=8)
+        cfg = cfg.replace(encoders={**TINY_ENCODERS, "audio": {**TINY_ENCODERS["audio"], "sample_rate": 16000}}, dim=16,
+                          mc_samples=4, ssw_samples=4, ssw_projections=8)
     base_model, batch = build_batch(cfg, data_dir, args.batch)
     bf16 = use_bf16(cfg.precision, device)
     from vmfmir_cli.encoders.base import batch_to
@@ -111,10 +128,13 @@ def main(argv=None) -> dict:
 
     setups = {}
     for loss in LOSSES:
-        c = cfg.replace(loss=loss)
+        # the landed recipe shares the model (a sigmoid and an exp head cost the same)
+        c = cfg.replace(loss=loss.split("-")[0], **(LANDED if loss.endswith("-landed") else {}))
+        if args.quick and loss.endswith("-landed"):
+            c = c.replace(ssw_samples=c.mc_samples, ssw_projections=8)
         model = copy.deepcopy(base_model).to(device).train()
-        module = TrainModule(model, c.logit_scale_init if loss == "infonce" else None).to(device)
-        if loss == "infonce":
+        module = TrainModule(model, c.logit_scale_init if c.loss == "infonce" else None).to(device)
+        if c.loss == "infonce":
             for head in model.heads.values():
                 for p in head.kappa_net.parameters():
                     p.requires_grad_(False)
@@ -144,7 +164,7 @@ def main(argv=None) -> dict:
     def loss_only(loss: str, k: int) -> float:
         c, module, _ = setups[loss]
         params = {m: (mu.detach().clone().requires_grad_(True), kappa.detach().clone().requires_grad_(True)) for m, (mu, kappa) in fixed.items()}
-        scale = torch.tensor(c.logit_scale_init, device=device, requires_grad=True) if loss == "infonce" else None
+        scale = torch.tensor(c.logit_scale_init, device=device, requires_grad=True) if c.loss == "infonce" else None
         gen = torch.Generator(device=device).manual_seed(k)
         _sync(device)
         t0 = time.perf_counter()
@@ -168,6 +188,15 @@ def main(argv=None) -> dict:
     med = {loss: statistics.median(v) for loss, v in times.items()}
     med_loss = {loss: statistics.median(v) for loss, v in loss_times.items()}
     overhead = med["proposed"] / med["baseline"] - 1.0
+    vs_landed = {
+        "baseline / baseline-landed": med["baseline"] / med["baseline-landed"],
+        "proposed / baseline-landed": med["proposed"] / med["baseline-landed"],
+        "proposed / proposed-landed": med["proposed"] / med["proposed-landed"],
+    }
+    loss_vs_landed = {
+        "baseline / baseline-landed": med_loss["baseline"] / med_loss["baseline-landed"],
+        "proposed / baseline-landed": med_loss["proposed"] / med_loss["baseline-landed"],
+    }
     result = {
         "benchmark": "train_step",
         "quick": bool(args.quick),
@@ -184,7 +213,10 @@ def main(argv=None) -> dict:
             "batch": args.batch,
             "dim": cfg.dim,
             "mc_samples": cfg.mc_samples,
+            "ssw_samples": cfg.ssw_samples,
             "ssw_projections": cfg.ssw_projections,
+            "recipe": {k: getattr(cfg, k) for k in ("kappa_head", "inv_temperature", "denominator", "mc_positive", "ssw_debias")},
+            "landed_recipe": LANDED,
             "ssw_p": cfg.ssw_p,
             "modalities": list(batch["inputs"]),
             "precision": "bf16" if bf16 else "fp32",
@@ -197,6 +229,10 @@ def main(argv=None) -> dict:
         "ssw_overhead": overhead,
         "target": "proposed step <= 1.20 x baseline step",
         "meets_target": overhead <= 0.20,
+        "vs_landed": vs_landed,
+        "loss_only_vs_landed": loss_vs_landed,
+        "target_vs_landed": "new-default step <= 1.5 x the landed baseline step",
+        "meets_target_vs_landed": max(vs_landed["baseline / baseline-landed"], vs_landed["proposed / baseline-landed"]) <= 1.5,
     }
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / (
         f"train_{device.type}{'_quick' if args.quick else ''}.json"
@@ -204,9 +240,11 @@ def main(argv=None) -> dict:
     write_json(out, result)
     print(f"train step on {result['machine']['device']} (batch {args.batch}, d={cfg.dim}, S={cfg.mc_samples}, "
           f"{cfg.ssw_projections} projections, {result['config']['precision']}, {torch.get_num_threads()} threads)")
-    print(f"{'loss':10} {'step (ms)':>10} {'loss fwd+bwd (ms)':>18}")
+    print(f"{'loss':16} {'step (ms)':>10} {'loss fwd+bwd (ms)':>18}")
     for loss in LOSSES:
-        print(f"{loss:10} {1e3 * med[loss]:10.1f} {1e3 * med_loss[loss]:18.1f}")
+        print(f"{loss:16} {1e3 * med[loss]:10.1f} {1e3 * med_loss[loss]:18.1f}")
+    for k, v in vs_landed.items():
+        print(f"step {k}: {v:.2f}x (loss alone {loss_vs_landed.get(k, float('nan')):.2f}x)")
     print(f"SSW overhead per step: {100 * overhead:+.1f}% (target <= +20%: {'met' if overhead <= 0.2 else 'NOT met'})")
     print(f"wrote {out}")
     if tmp is not None:

@@ -35,8 +35,8 @@ def _shuffled(dists, seed=1):
     return out
 
 
-def _naive_mc_infonce(z, masks, tau):
-    """Loops straight from the formula, for one ordered pair at a time."""
+def _naive_mc_infonce(z, masks, tau, denominator="sum"):
+    """Loops straight from the formula (sampled positive), for one ordered pair at a time."""
     names = list(z)
     S, n, _ = z[names[0]].shape
     pair_losses = []
@@ -52,7 +52,9 @@ def _naive_mc_infonce(z, masks, tau):
                 probs = []
                 for s in range(S):
                     pos = math.exp(tau * float(z[a][s, i] @ z[b][s, i]))
-                    neg = sum(math.exp(tau * float(z[a][s, i] @ z[b][s, j])) for j in negs) / max(len(negs), 1)
+                    neg = sum(math.exp(tau * float(z[a][s, i] @ z[b][s, j])) for j in negs)
+                    if denominator == "mean":
+                        neg /= max(len(negs), 1)
                     probs.append(pos / (pos + neg) if negs else 1.0)
                 losses.append(-math.log(sum(probs) / S))
             if losses:
@@ -60,7 +62,8 @@ def _naive_mc_infonce(z, masks, tau):
     return sum(pair_losses) / len(pair_losses)
 
 
-def test_mc_infonce_matches_naive_formula_with_masks():
+@pytest.mark.parametrize("denominator", ["sum", "mean"])
+def test_mc_infonce_matches_naive_formula_with_masks(denominator):
     dists = _paired(modalities=("audio", "image", "text"), kappa=8.0)
     gen = torch.Generator().manual_seed(3)
     z = {m: v[:, :10] for m, v in draw_samples(dists, 4, generator=gen).items()}
@@ -69,8 +72,8 @@ def test_mc_infonce_matches_naive_formula_with_masks():
         "image": torch.tensor([True, False] * 5),
         "text": torch.ones(10, dtype=torch.bool),
     }
-    got = mc_infonce_loss(None, masks=masks, samples=z, inv_temperature=5.0)
-    ref = _naive_mc_infonce(z, masks, 5.0)
+    got = mc_infonce_loss(None, masks=masks, samples=z, inv_temperature=5.0, positive="sampled", denominator=denominator)
+    ref = _naive_mc_infonce(z, masks, 5.0, denominator)
     assert abs(got.item() - ref) < 1e-10
 
 
@@ -114,7 +117,15 @@ def test_masked_items_equal_dropping_them_and_ignore_garbage_rows():
         v[:, ~keep] = float("nan")  # a model may produce anything for absent inputs
     sub = {m: v[:, keep] for m, v in z.items()}
     proj = random_projections(D, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    torch.testing.assert_close(mc_infonce_loss(None, samples=poisoned, masks=masks), mc_infonce_loss(None, samples=sub))
+    torch.testing.assert_close(
+        mc_infonce_loss(None, samples=poisoned, masks=masks, positive="sampled"), mc_infonce_loss(None, samples=sub, positive="sampled")
+    )
+    bad_dists = {m: VonMisesFisher(torch.where(keep[:, None], d.loc, float("nan")), d.concentration, validate_args=False)
+                 for m, d in dists.items()}
+    sub_dists = {m: VonMisesFisher(d.loc[keep], d.concentration[keep]) for m, d in dists.items()}
+    torch.testing.assert_close(
+        mc_infonce_loss(bad_dists, samples=poisoned, masks=masks), mc_infonce_loss(sub_dists, samples=sub)
+    )
     torch.testing.assert_close(
         ssw_alignment_loss(None, samples=poisoned, masks=masks, projections=proj),
         ssw_alignment_loss(None, samples=sub, projections=proj),
@@ -154,8 +165,8 @@ def test_anchor_slice_is_consistent_with_the_full_batch():
     size = B // ranks
     slices = [slice(r * size, (r + 1) * size) for r in range(ranks)]
 
-    full, full_parts = mc_infonce_loss(None, samples=z, return_breakdown=True)
-    parts = [mc_infonce_loss(None, samples=z, anchor_slice=s, return_breakdown=True) for s in slices]
+    full, full_parts = mc_infonce_loss(dists, samples=z, return_breakdown=True)
+    parts = [mc_infonce_loss(dists, samples=z, anchor_slice=s, return_breakdown=True) for s in slices]
     torch.testing.assert_close(full, torch.stack([p[0] for p in parts]).mean())
     for key in full_parts:
         torch.testing.assert_close(full_parts[key], torch.stack([p[1][key] for p in parts]).mean())
@@ -192,3 +203,90 @@ def test_infonce_is_clip_symmetric_cross_entropy_and_clamps_scale():
     torch.testing.assert_close(out, ref100)
     out.backward()
     assert big.grad.item() == 0.0
+
+
+# --------------------------------------------------------------------------------------------------
+# The recipe of issue 11: analytic positive, jackknife, options, debiased SSW
+# --------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("d,kappa", [(8, 4.0), (8, 64.0), (64, 200.0)])
+def test_analytic_positive_kernel_matches_monte_carlo(d, kappa):
+    from vmfmir_cli.engine.losses import _log_kernel_given_sample
+
+    gen = torch.Generator().manual_seed(d)
+    z = _unit(torch.randn(3, 2, d, generator=gen, dtype=torch.float64))
+    loc = _unit(z[0] + 0.3 * torch.randn(2, d, generator=gen, dtype=torch.float64))
+    k = torch.full((2,), kappa, dtype=torch.float64)
+    tau = 20.0
+    got = _log_kernel_given_sample(z, loc, k, tau)
+    n = 400_000
+    draws = VonMisesFisher(loc, k).sample((n,), generator=gen)  # (n, 2, d)
+    vals = torch.exp(tau * torch.einsum("srd,nrd->nsr", z, draws))  # (n, 3, 2)
+    mean, se = vals.mean(0), vals.std(0) / math.sqrt(n)
+    assert (got.exp() - mean).abs().le(5 * se + 1e-9 * mean).all(), (got.exp(), mean, se)
+
+
+def test_jackknife_log_mean_matches_leave_one_out_formula():
+    from vmfmir_cli.engine.losses import _log_mean_over_samples
+
+    log_p = torch.randn(6, 4, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
+    log_p[2, 1] = 30.0  # one dominating sample: the leave-one-out term must stay exact
+    p = log_p.exp()
+    S = p.shape[0]
+    full = (p.mean(0)).log()
+    loo = torch.stack([torch.cat([p[:k], p[k + 1 :]]).mean(0).log() for k in range(S)])
+    torch.testing.assert_close(_log_mean_over_samples(log_p, "jackknife"), S * full - (S - 1) * loo.mean(0))
+    torch.testing.assert_close(_log_mean_over_samples(log_p, "none"), full)
+
+
+def test_mc_infonce_options_are_checked_and_differ():
+    dists = _paired(kappa=8.0)
+    z = draw_samples(dists, 4, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(ValueError, match="needs dists"):
+        mc_infonce_loss(None, samples=z)
+    for bad in ({"denominator": "avg"}, {"positive": "exact"}, {"bias_correction": "delta"}, {"inv_temperature": 0.0}):
+        with pytest.raises(ValueError):
+            mc_infonce_loss(dists, samples=z, **bad)
+    values = {
+        (den, pos, bc): float(mc_infonce_loss(dists, samples=z, denominator=den, positive=pos, bias_correction=bc))
+        for den in ("sum", "mean") for pos in ("analytic", "sampled") for bc in ("none", "jackknife")
+    }
+    assert len(set(values.values())) == len(values)  # every option changes the estimate
+    # the sum over B - 1 = 23 negatives makes each probability smaller than the mean does
+    assert values[("sum", "sampled", "none")] > values[("mean", "sampled", "none")]
+
+
+def test_analytic_positive_is_unbiased_for_the_kernel_and_lowers_variance():
+    """Rao-Blackwellisation: same expectation of the positive's kernel, less spread across draws."""
+    dists = _paired(kappa=16.0, noise=0.2)
+    sampled, analytic = [], []
+    for seed in range(40):
+        z = draw_samples(dists, 4, generator=torch.Generator().manual_seed(seed))
+        sampled.append(float(mc_infonce_loss(dists, samples=z, positive="sampled")))
+        analytic.append(float(mc_infonce_loss(dists, samples=z, positive="analytic")))
+    s, a = torch.tensor(sampled), torch.tensor(analytic)
+    assert a.std() < 0.5 * s.std()
+    assert a.mean() < s.mean()  # -log of a noisier mean of S samples is larger (Jensen)
+
+
+@pytest.mark.parametrize("kappa", [10.0, 1000.0])
+def test_debiased_ssw_scores_identical_vmfs_zero_within_monte_carlo_error(kappa):
+    gen = torch.Generator().manual_seed(int(kappa))
+    n, d = 200, 32
+    mu = _unit(torch.randn(n, d, generator=gen, dtype=torch.float64))
+    k = torch.full((n,), kappa, dtype=torch.float64)
+    same = {"a": VonMisesFisher(mu, k), "b": VonMisesFisher(mu, k)}
+    groups = torch.tensor(
+        [float(ssw_alignment_loss({m: VonMisesFisher(v.loc[i::10], v.concentration[i::10]) for m, v in same.items()},
+                                  num_samples=16, generator=gen)) for i in range(10)]
+    )
+    mean, se = groups.mean(), groups.std() / math.sqrt(10)
+    assert abs(mean) < 4 * se + 1e-12
+    plain = ssw_alignment_loss(same, num_samples=16, generator=gen, debias=False)
+    assert plain > 10 * abs(mean)  # the plug-in estimate is biased upwards
+    other = _unit(mu + 0.5 * torch.randn(n, d, generator=gen, dtype=torch.float64))
+    apart = {"a": VonMisesFisher(mu, k), "b": VonMisesFisher(other, k)}
+    assert ssw_alignment_loss(apart, num_samples=16, generator=gen) > 10 * (abs(mean) + 4 * se)
+    with pytest.raises(ValueError, match="at least 2"):
+        ssw_alignment_loss(same, num_samples=1, generator=gen)

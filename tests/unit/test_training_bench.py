@@ -19,7 +19,9 @@ def test_train_benchmark_quick_writes_json(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["quick"] is True and data["benchmark"] == "train_step"
-    assert set(data["step_s"]) == {"proposed", "baseline", "infonce"}
+    assert set(data["step_s"]) == {"proposed", "baseline", "infonce", "proposed-landed", "baseline-landed"}
+    assert set(data["vs_landed"]) == {"baseline / baseline-landed", "proposed / baseline-landed", "proposed / proposed-landed"}
+    assert isinstance(data["meets_target_vs_landed"], bool)
     assert all(v > 0 for v in data["step_s"].values()) and all(v > 0 for v in data["loss_only_s"].values())
     assert isinstance(data["ssw_overhead"], float) and isinstance(data["meets_target"], bool)
     assert "SSW overhead per step" in proc.stdout

@@ -1,10 +1,21 @@
-"""The vMF head: encoder features -> (mu, kappa), shared by every encoder of every plugin.
+r"""The vMF head: encoder features -> (mu, kappa), shared by every encoder of every plugin.
 
     mu    = normalize(W_mu LayerNorm(f))                                  (B, embed_dim), |mu| = 1
-    kappa = exp(log k_min + (log k_max - log k_min) sigmoid(g(f)))        (B,), in [k_min, k_max]
 
-``g`` is a small MLP. Interpolating in log space keeps kappa smooth and bounded over four orders of
-magnitude; the last layer of ``g`` starts at zero with a bias chosen so that every item starts at
+and ``kappa`` (B,) from a small MLP ``g`` on the same normalised features, in one of two forms:
+
+* ``kappa_head="exp"`` (default): log-linear and unbounded inside a wide safety range,
+  ``log kappa = log k_max - softplus(log k_max - t)``, ``t = log k_min + softplus(g(f))``, i.e.
+  ``log kappa ~ g(f)`` in the interior: d log kappa / d g = 1 wherever kappa is more than a factor
+  of ~e away from a bound, bent smoothly into ``[k_min, k_max]`` within about one unit of log kappa
+  of the ends (slope 1/2 at ``t = log k_max``). The wide default range [1, 1e4] is a numerical
+  safety net, not a prior. Reference implementations use this kind of head (an exp or softplus of
+  a linear layer, calibrated at initialisation).
+* ``kappa_head="sigmoid"``: the earlier head, ``kappa = exp(log k_min + (log k_max - log k_min)
+  sigmoid(g(f)))``. Its gradient vanishes at both bounds, so an item pushed towards a bound stays
+  there (measured on ``benchmarks/controlled.py``; see the README).
+
+The last layer of ``g`` starts at zero with a bias chosen so that every item starts at
 ``kappa_init`` (~ tens, a moderately confident distribution). Both outputs are computed in float32
 even under autocast (normalisation and exp are the places where half precision loses the most).
 """
@@ -16,6 +27,8 @@ import math
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+KAPPA_HEADS = ("exp", "sigmoid")
 
 
 class VMFHead(nn.Module):
@@ -29,12 +42,15 @@ class VMFHead(nn.Module):
         kappa_max: float = 1e4,
         kappa_init: float = 20.0,
         hidden: int = 64,
+        kappa_head: str = "exp",
     ) -> None:
         super().__init__()
         if in_dim < 1 or embed_dim < 2:
             raise ValueError(f"need in_dim >= 1 and embed_dim >= 2, got {in_dim}, {embed_dim}")
         if not (0 < kappa_min < kappa_max):
             raise ValueError(f"need 0 < kappa_min < kappa_max, got {kappa_min}, {kappa_max}")
+        if kappa_head not in KAPPA_HEADS:
+            raise ValueError(f"kappa_head must be one of {', '.join(KAPPA_HEADS)}, got {kappa_head!r}")
         # Start kappa inside its range, away from the ends: at an end the sigmoid saturates and
         # kappa would stay frozen there (e.g. kappa_min raised above the default kappa_init).
         lo_ok, hi_ok = kappa_min * 1.5, kappa_max / 1.5
@@ -42,13 +58,20 @@ class VMFHead(nn.Module):
             kappa_init = math.sqrt(kappa_min * kappa_max)
         self.in_dim, self.embed_dim = int(in_dim), int(embed_dim)
         self.kappa_min, self.kappa_max = float(kappa_min), float(kappa_max)
+        self.kappa_head = kappa_head
         self.norm = nn.LayerNorm(in_dim)
         self.mu = nn.Linear(in_dim, embed_dim)
         self.kappa_net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
         last = self.kappa_net[-1]
         nn.init.zeros_(last.weight)
-        frac = (math.log(kappa_init) - math.log(kappa_min)) / (math.log(kappa_max) - math.log(kappa_min))
-        nn.init.constant_(last.bias, math.log(frac / (1.0 - frac)))
+        lo, hi, k0 = math.log(kappa_min), math.log(kappa_max), math.log(kappa_init)
+        if kappa_head == "sigmoid":
+            frac = (k0 - lo) / (hi - lo)
+            nn.init.constant_(last.bias, math.log(frac / (1.0 - frac)))
+        else:
+            # invert both soft bounds so that kappa(g = bias) = kappa_init exactly
+            t = hi - _softplus_inv(hi - k0)
+            nn.init.constant_(last.bias, _softplus_inv(t - lo))
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.norm(features)
@@ -57,12 +80,21 @@ class VMFHead(nn.Module):
             mu = F.normalize(direction.float(), dim=-1, eps=1e-12)
             z = self.kappa_net(h.float()).squeeze(-1)
             lo, hi = math.log(self.kappa_min), math.log(self.kappa_max)
-            kappa = torch.exp(lo + (hi - lo) * torch.sigmoid(z))
+            if self.kappa_head == "sigmoid":
+                log_kappa = lo + (hi - lo) * torch.sigmoid(z)
+            else:
+                log_kappa = hi - F.softplus(hi - (lo + F.softplus(z)))
+            kappa = torch.exp(log_kappa)
             kappa = kappa.clamp(self.kappa_min, self.kappa_max)  # exp/log round-off at the ends
         return mu, kappa
 
     def extra_repr(self) -> str:
-        return f"kappa in [{self.kappa_min:g}, {self.kappa_max:g}]"
+        return f"kappa_head={self.kappa_head}, kappa in [{self.kappa_min:g}, {self.kappa_max:g}]"
 
 
-__all__ = ["VMFHead"]
+def _softplus_inv(y: float) -> float:
+    """x with softplus(x) = y > 0."""
+    return y + math.log(-math.expm1(-y))
+
+
+__all__ = ["KAPPA_HEADS", "VMFHead"]

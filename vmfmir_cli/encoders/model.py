@@ -64,6 +64,8 @@ class MultimodalModel(nn.Module):
         embed_dim: int = 128,
         kappa_min: float = 1.0,
         kappa_max: float = 1e4,
+        kappa_head: str = "exp",
+        kappa_init: float = 20.0,
     ) -> None:
         super().__init__()
         if not encoders:
@@ -77,9 +79,14 @@ class MultimodalModel(nn.Module):
                 )
         self.embed_dim = int(embed_dim)
         self.kappa_min, self.kappa_max = float(kappa_min), float(kappa_max)
+        self.kappa_head, self.kappa_init = str(kappa_head), float(kappa_init)
         self.encoders = nn.ModuleDict(dict(encoders))
         self.heads = nn.ModuleDict(
-            {m: VMFHead(int(e.dim), self.embed_dim, self.kappa_min, self.kappa_max) for m, e in encoders.items()}
+            {
+                m: VMFHead(int(e.dim), self.embed_dim, self.kappa_min, self.kappa_max, kappa_init=self.kappa_init,
+                           kappa_head=self.kappa_head)
+                for m, e in encoders.items()
+            }
         )
 
     @property
@@ -144,6 +151,8 @@ class MultimodalModel(nn.Module):
             "embed_dim": self.embed_dim,
             "kappa_min": self.kappa_min,
             "kappa_max": self.kappa_max,
+            "kappa_head": self.kappa_head,
+            "kappa_init": self.kappa_init,
             "encoders": encoders,
         }
 
@@ -177,8 +186,21 @@ class MultimodalModel(nn.Module):
                 factory = registry.get(encoder_id).factory
                 where = f"the model config (encoders.{modality})"
                 checked[modality] = (factory, validate_encoder_config(encoder_id, factory, spec.get("config", {}), where))
+            kappa_head = config.get("kappa_head", "sigmoid")  # models saved before the exp head used the sigmoid head
+            kappa_init = config.get("kappa_init", 20.0)
+            if kappa_head not in ("exp", "sigmoid"):
+                raise ConfigError(f"the model config's kappa_head must be 'exp' or 'sigmoid', got {kappa_head!r}")
+            if isinstance(kappa_init, bool) or not isinstance(kappa_init, (int, float)):
+                raise ConfigError(f"the model config's kappa_init must be a number, got {kappa_init!r}")
             encoders = {m: factory.from_config(cfg) for m, (factory, cfg) in checked.items()}
-            return cls(encoders, embed_dim=embed_dim, kappa_min=kappa_min, kappa_max=kappa_max)
+            return cls(
+                encoders,
+                embed_dim=embed_dim,
+                kappa_min=kappa_min,
+                kappa_max=kappa_max,
+                kappa_head=kappa_head,
+                kappa_init=kappa_init,
+            )
         except KeyError as exc:
             raise ConfigError(f"model config lacks the key {exc.args[0]!r}") from None
 

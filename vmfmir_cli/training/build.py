@@ -79,7 +79,14 @@ def build_model(
         if fit_raws is not None and m in fit_raws:
             encoder.fit_preprocessing(fit_raws[m])
         encoders[m] = encoder
-    return MultimodalModel(encoders, embed_dim=config.dim, kappa_min=config.kappa_min, kappa_max=config.kappa_max)
+    return MultimodalModel(
+        encoders,
+        embed_dim=config.dim,
+        kappa_min=config.kappa_min,
+        kappa_max=config.kappa_max,
+        kappa_head=config.kappa_head,
+        kappa_init=config.kappa_init,
+    )
 
 
 def audio_rate(model, default: int) -> int:

@@ -42,6 +42,10 @@ else:  # pragma: no cover
 
 MODALITIES = ("audio", "image", "text")
 LOSSES = ("proposed", "baseline", "infonce")
+KAPPA_HEADS = ("exp", "sigmoid")
+DENOMINATORS = ("sum", "mean")
+MC_POSITIVES = ("analytic", "sampled")
+MC_BIAS_CORRECTIONS = ("none", "jackknife")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -76,17 +80,25 @@ class TrainConfig:
     encoders: dict = field(default_factory=dict)  # {modality: {"id": ..., <encoder config>}}
     dim: int = 64  # embedding dimension d (vMFs live on S^{d-1})
     kappa_min: float = 1.0
-    kappa_max: float = 1000.0
+    kappa_max: float = 10000.0  # a safety range: the default exp head is log-linear inside it
+    kappa_head: str = "exp"  # exp (log-linear, unbounded inside the range) | sigmoid (the earlier head)
+    kappa_init: float = 20.0  # every item's kappa at initialisation
     # -- loss -------------------------------------------------------------------------------------
     loss: str = "proposed"  # proposed | baseline | infonce
-    mc_samples: int = 16  # Monte Carlo samples per vMF (contrastive and SSW terms share them)
-    # tau of MCInfoNCE (fixed). The paper uses 20; with the mean over negatives, 20 drives every run
-    # we tried (synthetic and music21) into the collapsed state (all mu equal, kappa at kappa_max,
-    # loss log 2) before anything is learnt; 5 learns (see the training notes in the README)
-    inv_temperature: float = 5.0
+    mc_samples: int = 16  # Monte Carlo samples per vMF of the contrastive term
+    # tau of MCInfoNCE (fixed, not learned): in theory the kappa of the positive kernel (how far
+    # apart two views of one item are); with the summed denominator 20 (the paper's) no longer
+    # collapses (see "Learning kappa" in the README)
+    inv_temperature: float = 20.0
+    denominator: str = "sum"  # sum (InfoNCE: positive + sum over negatives) | mean (over negatives; collapses)
+    mc_positive: str = "analytic"  # analytic (positive vMF integrated out) | sampled (the paper's estimate)
+    mc_bias_correction: str = "none"  # none | jackknife (of the log of the mean over samples)
+    kappa_detach_fraction: float = 0.0  # phased schedule: train mu only (kappa detached) for this share of the steps
     ssw_lambda: float = 0.1  # weight of the SSW alignment term (proposed)
     ssw_p: float = 2.0
-    ssw_projections: int = 64
+    ssw_samples: int = 32  # samples per vMF of the SSW term (its own draws unless equal to mc_samples)
+    ssw_projections: int = 128
+    ssw_debias: bool = True  # subtract the within-distribution terms (identical vMFs score ~0)
     logit_scale_init: float = math.log(1 / 0.07)  # infonce: learned log inverse temperature
     # -- optimisation -----------------------------------------------------------------------------
     optimizer: str = "adamw"  # adamw | adam | sgd
@@ -122,6 +134,16 @@ class TrainConfig:
     def from_dict(cls, values: Mapping[str, Any], source: str = "config") -> "TrainConfig":
         return apply_overrides(cls(), values, source=source)
 
+    @classmethod
+    def from_saved(cls, values: Mapping[str, Any], source: str = "config") -> "TrainConfig":
+        """A config saved with a run: keys it lacks (saved before they existed) take the value that
+        reproduces what that run did (:data:`LEGACY_VALUES`), not today's default."""
+        values = dict(values)
+        for key, legacy in LEGACY_VALUES.items():
+            if key not in values:
+                values[key] = values.get("mc_samples", 16) if legacy == "mc_samples" else legacy
+        return cls.from_dict(values, source=source)
+
     def replace(self, **changes: Any) -> "TrainConfig":
         return apply_overrides(self, changes, source="overrides")
 
@@ -136,6 +158,19 @@ class TrainConfig:
 
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
+
+#: the behaviour of runs saved before these keys existed (issue 11 changed the recipe's defaults);
+#: "mc_samples" means "the run's own mc_samples" (the SSW term shared the contrastive draws)
+LEGACY_VALUES = {
+    "kappa_head": "sigmoid",
+    "kappa_init": 20.0,
+    "denominator": "mean",
+    "mc_positive": "sampled",
+    "mc_bias_correction": "none",
+    "kappa_detach_fraction": 0.0,
+    "ssw_samples": "mc_samples",
+    "ssw_debias": False,
+}
 _DEFAULTS = TrainConfig()
 
 
@@ -334,6 +369,10 @@ def validate(config: TrainConfig) -> TrainConfig:
     choice("schedule", SCHEDULES)
     choice("precision", PRECISIONS)
     choice("val_score", SCORE_KINDS)
+    choice("kappa_head", KAPPA_HEADS)
+    choice("denominator", DENOMINATORS)
+    choice("mc_positive", MC_POSITIVES)
+    choice("mc_bias_correction", MC_BIAS_CORRECTIONS)
     mods = config.modalities
     for m in mods:
         if m not in MODALITIES:
@@ -347,7 +386,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     for m, spec in config.encoders.items():
         if spec.get("id") is not None and not isinstance(spec.get("id"), str):
             raise ConfigError(f"encoders.{m}.id must be a string (an encoder id), got {spec['id']!r}")
-    positive_ints = ("dim", "mc_samples", "ssw_projections", "epochs", "batch_size", "val_every", "log_every")
+    positive_ints = ("dim", "mc_samples", "ssw_samples", "ssw_projections", "epochs", "batch_size", "val_every", "log_every")
     for key in positive_ints:
         if getattr(config, key) < 1:
             raise bad(key, "must be at least 1")
@@ -366,6 +405,20 @@ def validate(config: TrainConfig) -> TrainConfig:
             raise bad(key, "must be >= 0")
     if not (0 < config.kappa_min < config.kappa_max):
         raise ConfigError(f"need 0 < kappa_min < kappa_max, got {config.kappa_min} and {config.kappa_max}")
+    if not (config.kappa_min < config.kappa_init < config.kappa_max):
+        raise ConfigError(
+            f"config key 'kappa_init' must lie strictly between kappa_min ({config.kappa_min:g}) and kappa_max "
+            f"({config.kappa_max:g}), got {config.kappa_init!r}"
+        )
+    if config.ssw_debias and config.ssw_samples < 2:
+        raise ConfigError(
+            f"config key 'ssw_samples' must be at least 2 with ssw_debias = true (each cloud is split in two "
+            f"halves), got {config.ssw_samples!r}"
+        )
+    if config.mc_bias_correction == "jackknife" and config.mc_samples < 2:
+        raise bad("mc_samples", "must be at least 2 for mc_bias_correction = 'jackknife'")
+    if not (0 <= config.kappa_detach_fraction < 1):
+        raise bad("kappa_detach_fraction", "must lie in [0, 1) (the share of steps that train mu only)")
     if not config.lr > 0:
         raise bad("lr", "must be positive")
     for key in ("inv_temperature",):

@@ -1,7 +1,8 @@
 """The training objective of each ``--loss``, on a (gathered) batch of per-modality vMF parameters.
 
 * ``proposed``: MCInfoNCE over every ordered modality pair + ``ssw_lambda`` x SSW alignment of the
-  two vMFs of each item (both terms on the same Monte Carlo draws);
+  two vMFs of each item (the SSW term draws its own ``ssw_samples``, or shares the contrastive
+  draws when ``ssw_samples == mc_samples``);
 * ``baseline``: MCInfoNCE alone;
 * ``infonce``: CLIP-style InfoNCE on the mean directions with a learned temperature (kappa unused).
 
@@ -32,13 +33,18 @@ def training_loss(
     generator: Optional[torch.Generator] = None,
     anchor_slice: Optional[slice] = None,
     logit_scale: Optional[torch.Tensor] = None,
+    progress: Optional[float] = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """``(loss, terms, pairs)``: the scalar to minimise, ``{term: value}`` (``TERMS[config.loss]``)
     and the detached per-modality-pair breakdown.
 
     ``params[m] = (mu (B, d), kappa (B,))`` with rows aligned by item; ``masks[m]`` (bool ``(B,)``)
     marks the items that have ``m``. ``config`` needs ``loss``, ``mc_samples``,
-    ``inv_temperature``, ``ssw_lambda``, ``ssw_p`` and ``ssw_projections``.
+    ``inv_temperature``, ``ssw_lambda``, ``ssw_p`` and ``ssw_projections``; the recipe keys
+    ``denominator``, ``mc_positive``, ``mc_bias_correction``, ``ssw_samples``, ``ssw_debias`` and
+    ``kappa_detach_fraction`` take the engine's defaults when ``config`` lacks them.
+    ``progress`` (share of the run's steps done, in [0, 1)) drives the phased schedule: while it is
+    below ``kappa_detach_fraction`` kappa is detached (only mu learns).
     """
     masks = dict(masks)
     if config.loss == "infonce":
@@ -47,27 +53,36 @@ def training_loss(
         mus = {m: mu for m, (mu, _) in params.items()}
         loss, pairs = infonce_loss(mus, logit_scale, masks, anchor_slice=anchor_slice, return_breakdown=True)
         return loss, {"loss": loss, "infonce": loss}, pairs
+    detach_until = float(getattr(config, "kappa_detach_fraction", 0.0))
+    if detach_until > 0 and progress is not None and progress < detach_until:
+        params = {m: (mu, kappa.detach()) for m, (mu, kappa) in params.items()}
     dists = {m: VonMisesFisher(mu, kappa, validate_args=False) for m, (mu, kappa) in params.items()}
     samples = draw_samples(dists, config.mc_samples, generator)
     contrastive, pairs = mc_infonce_loss(
-        None,
+        dists,
         inv_temperature=config.inv_temperature,
         masks=masks,
         samples=samples,
         anchor_slice=anchor_slice,
         return_breakdown=True,
+        denominator=getattr(config, "denominator", "sum"),
+        positive=getattr(config, "mc_positive", "analytic"),
+        bias_correction=getattr(config, "mc_bias_correction", "none"),
     )
     terms = {"loss": contrastive, "contrastive": contrastive}
     if config.loss == "proposed":
+        ssw_samples = int(getattr(config, "ssw_samples", config.mc_samples))
+        shared = samples if ssw_samples == config.mc_samples else draw_samples(dists, ssw_samples, generator)
         ssw, ssw_pairs = ssw_alignment_loss(
             None,
             p=config.ssw_p,
             num_projections=config.ssw_projections,
             masks=masks,
             generator=generator,
-            samples=samples,
+            samples=shared,
             anchor_slice=anchor_slice,
             return_breakdown=True,
+            debias=bool(getattr(config, "ssw_debias", True)),
         )
         loss = contrastive + config.ssw_lambda * ssw
         terms = {"loss": loss, "contrastive": contrastive, "ssw": ssw}

@@ -119,7 +119,7 @@ def resume_config(run_dir: str | Path, overrides: Optional[Mapping[str, Any]] = 
     found = ckpt_io.find_checkpoint(run_dir, problems)
     if found is None:
         raise ckpt_io.no_checkpoint_error(run_dir, problems)
-    saved = TrainConfig.from_dict(found.state["config"], source=f"{found.path / ckpt_io.STATE_FILE}")
+    saved = TrainConfig.from_saved(found.state["config"], source=f"{found.path / ckpt_io.STATE_FILE}")
     config = saved.replace(**{k: v for k, v in (overrides or {}).items() if v is not None})
     changed = [k for k in differences(saved, config) if k not in RESUMABLE_KEYS]
     if changed:
@@ -221,7 +221,7 @@ class Trainer:
             self.checkpoint = ckpt_io.find_checkpoint(self.resume_dir, problems)
             if self.checkpoint is None:
                 raise ckpt_io.no_checkpoint_error(self.resume_dir, problems)
-            saved = TrainConfig.from_dict(self.checkpoint.state["config"])
+            saved = TrainConfig.from_saved(self.checkpoint.state["config"])
             changed = [k for k in differences(saved, cfg) if k not in RESUMABLE_KEYS]
             if changed:
                 raise ConfigError(f"cannot change {', '.join(changed)} when resuming {self.resume_dir}")
@@ -434,7 +434,8 @@ class Trainer:
         params = self.gather(params)
         gmasks = {m: all_gather_nograd(t.to(torch.uint8), info).bool() for m, t in masks.items()}
         anchors = anchor_slice(info, self.plan.local_batch) if info.enabled else None
-        loss, terms, pairs = training_loss(params, gmasks, cfg, generator, anchors, logit_scale)
+        loss, terms, pairs = training_loss(params, gmasks, cfg, generator, anchors, logit_scale,
+                                           progress=self.step / max(1, self.total_steps))
 
         names = list(TERMS[cfg.loss])
         stats = all_reduce_mean(torch.stack([terms[k].detach().float() for k in names]), info)

@@ -1,0 +1,390 @@
+"""Does kappa learn the true uncertainty? A controlled process whose posterior is known.
+
+    python benchmarks/controlled.py            # every setting, writes benchmarks/results/controlled.json
+    python benchmarks/controlled.py --quick    # one setting (~1 min on 2 cores), prints one JSON object
+    python benchmarks/controlled.py --only d8 --set positive=sampled --set num_samples=64
+
+The process (after Kirchhof et al., ICML 2023): a latent u ~ Uniform(S^{d-1}); an observation
+x = [A v, log kappa_true] with v ~ vMF(u, kappa_true), kappa_true log-uniform in
+[kappa_lo, kappa_hi] and A a fixed random (2d x d) linear map; the positive is an observation of
+u' ~ vMF(u, kappa_pos) with its own kappa_true'. The posterior of u given x is vMF(v, kappa_true)
+(the prior is uniform), so a correct recipe recovers kappa_true from x.
+
+A 2-layer MLP + vmfmir's own ``VMFHead`` maps x to (mu, kappa); it is trained with vmfmir's own
+``mc_infonce_loss`` (the anchor and the positive are two "modalities" sharing the network), batch
+256, Adam 1e-3. On fresh test draws it reports Spearman(kappa_hat, kappa_true), the median of
+kappa_hat / kappa_true, the share of kappas within 5% of a head bound, and the collapse diagnostics
+(effective rank of mu, mean cosine between the mu of unrelated items). Also the loss that the true
+posterior (mu = v, kappa = kappa_true) scores under the same loss on the same test batch.
+
+Every run is one process with one thread (torch.set_num_threads(1)); settings run one after another.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+
+from vmfmir_cli.encoders.head import VMFHead  # noqa: E402
+from vmfmir_cli.engine.losses import draw_samples, mc_infonce_loss, ssw_alignment_loss  # noqa: E402
+from vmfmir_cli.engine.vmf import VonMisesFisher  # noqa: E402
+
+#: the recipe every setting starts from (the engine's defaults, plus the process itself)
+BASE = {
+    "d": 8,
+    "kappa_lo": 4.0,
+    "kappa_hi": 64.0,
+    "kappa_pos": 20.0,
+    "obs_factor": 2,  # A maps R^d -> R^(obs_factor * d)
+    "hidden": 128,
+    "steps": 800,
+    "batch": 128,
+    "lr": 1e-3,
+    # loss (mc_infonce_loss keywords); tau None: equal to kappa_pos
+    "tau": None,
+    "num_samples": 16,
+    "denominator": "sum",
+    "positive": "analytic",
+    "bias_correction": "none",
+    # head (VMFHead keywords)
+    "kappa_head": "exp",
+    "kappa_min": 1.0,
+    "kappa_max": 1e4,
+    "kappa_init": 20.0,
+    # phased schedule: the first phase_fraction of the steps train mu only (kappa detached, fixed)
+    "phase_fraction": 0.0,
+    "test_size": 4000,
+    "seed": 0,
+}
+
+#: the settings of the full run: d = 8 and d = 64, and Kirchhof's variants (kappa ranges, kernels)
+SETTINGS = {
+    "d8": {},
+    "d64": {"d": 64},
+    "d64-kappa32-512": {"d": 64, "kappa_lo": 32.0, "kappa_hi": 512.0, "kappa_pos": 160.0, "kappa_init": 160.0},
+    "d8-kappa16-256": {"kappa_lo": 16.0, "kappa_hi": 256.0},
+    "d8-kappa1-16": {"kappa_lo": 1.0, "kappa_hi": 16.0},
+    "d8-kpos5": {"kappa_pos": 5.0},
+    "d8-kpos80": {"kappa_pos": 80.0},
+    "d16": {"d": 16, "kappa_lo": 8.0, "kappa_hi": 128.0, "kappa_pos": 40.0, "kappa_init": 40.0},
+}
+QUICK = ("d8", {"steps": 500, "batch": 128, "test_size": 2000})
+
+#: the measurement study of issue 11: one suspected cause at a time, on d = 8 unless named
+#: (cause, name, setting, overrides); "landed" is the recipe before the issue
+LANDED = {"denominator": "mean", "positive": "sampled", "kappa_head": "sigmoid", "kappa_max": 1000.0}
+STUDY = [
+    ("reproduce", "landed (mean, tau 20)", "d8", {**LANDED}),
+    ("reproduce", "landed (mean, tau 5)", "d8", {**LANDED, "tau": 5.0}),
+    ("a denominator", "sum, sampled, S 16", "d8", {**LANDED, "denominator": "sum"}),
+    ("b+c", "sum, analytic positive, exp head (default)", "d8", {}),
+    ("b bias", "sum, analytic positive, sigmoid head", "d8", {**LANDED, "denominator": "sum", "positive": "analytic"}),
+    ("default", "default, d 64", "d64", {}),
+    ("c head", "sum, sampled, exp head", "d8", {"positive": "sampled"}),
+    ("e temperature", "default, tau 10", "d8", {"tau": 10.0}),
+    ("d phased", "default, 30% mu first", "d8", {"phase_fraction": 0.3}),
+    ("default", "default, d 64, kappa 32-512, kernel 160", "d64-kappa32-512", {}),
+    ("b bias", "sum, sampled, S 16, jackknife", "d8", {**LANDED, "denominator": "sum", "bias_correction": "jackknife"}),
+    ("reproduce", "landed, d 64, kappa 32-512, kernel 160", "d64-kappa32-512", {**LANDED}),
+    ("default", "default, d 16", "d16", {}),
+    ("b samples", "default, S 4", "d8", {"num_samples": 4}),
+    ("e temperature", "default, tau 40", "d8", {"tau": 40.0}),
+    ("default", "default, kernel 80", "d8-kpos80", {}),
+    ("default", "default, kappa 16-256", "d8-kappa16-256", {}),
+    ("b samples", "default, S 64", "d8", {"num_samples": 64}),
+    ("reproduce", "landed (mean, tau 20), d 64", "d64", {**LANDED}),
+    ("a denominator", "sum, sampled, d 64", "d64", {**LANDED, "denominator": "sum"}),
+    ("b samples", "sum, sampled, S 64", "d8", {**LANDED, "denominator": "sum", "num_samples": 64}),
+]
+
+
+class Net(nn.Module):
+    """x -> 2-layer MLP -> VMFHead -> (mu, kappa)."""
+
+    def __init__(self, in_dim: int, cfg: dict):
+        super().__init__()
+        h = cfg["hidden"]
+        self.body = nn.Sequential(nn.Linear(in_dim, h), nn.GELU(), nn.Linear(h, h), nn.GELU())
+        self.head = VMFHead(h, cfg["d"], kappa_min=cfg["kappa_min"], kappa_max=cfg["kappa_max"],
+                            kappa_init=cfg["kappa_init"], kappa_head=cfg["kappa_head"])
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+
+def _unit(x):
+    return torch.nn.functional.normalize(x, dim=-1)
+
+
+class Process:
+    """The generative process; ``draw(n, gen)`` -> anchor obs, positive obs, their v and kappa_true."""
+
+    def __init__(self, cfg: dict, seed: int):
+        d = cfg["d"]
+        self.cfg = cfg
+        g = torch.Generator().manual_seed(10_000 + seed)
+        self.A = torch.randn(cfg["obs_factor"] * d, d, generator=g) / math.sqrt(d)
+
+    def _kappa(self, n, gen):
+        lo, hi = math.log(self.cfg["kappa_lo"]), math.log(self.cfg["kappa_hi"])
+        return torch.exp(lo + (hi - lo) * torch.rand(n, generator=gen))
+
+    def _observe(self, u, gen):
+        kappa = self._kappa(u.shape[0], gen)
+        v = VonMisesFisher(u, kappa).sample(generator=gen)
+        x = torch.cat([v @ self.A.T, kappa.log().unsqueeze(-1)], dim=-1)
+        return x, v, kappa
+
+    def draw(self, n: int, gen: torch.Generator):
+        u = _unit(torch.randn(n, self.cfg["d"], generator=gen))
+        u_pos = VonMisesFisher(u, torch.full((n,), self.cfg["kappa_pos"])).sample(generator=gen)
+        xa, va, ka = self._observe(u, gen)
+        xb, vb, kb = self._observe(u_pos, gen)
+        return (xa, va, ka), (xb, vb, kb)
+
+
+def loss_fn(params: dict, cfg: dict, gen):
+    dists = {m: VonMisesFisher(mu, kappa, validate_args=False) for m, (mu, kappa) in params.items()}
+    samples = draw_samples(dists, cfg["num_samples"], gen)
+    tau = cfg["tau"] if cfg["tau"] is not None else cfg["kappa_pos"]
+    return mc_infonce_loss(dists, samples=samples, inv_temperature=tau, denominator=cfg["denominator"],
+                           positive=cfg["positive"], bias_correction=cfg["bias_correction"])
+
+
+def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
+    ra = a.argsort().argsort().double()
+    rb = b.argsort().argsort().double()
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    return float((ra @ rb) / (ra.norm() * rb.norm()))
+
+
+def _effective_rank(mu: torch.Tensor) -> float:
+    s = torch.linalg.svdvals(mu - 0 * mu.mean(0))
+    p = s.square() / s.square().sum()
+    return float(torch.exp(-(p * p.clamp_min(1e-30).log()).sum()))
+
+
+def _procrustes_cosine(mu: torch.Tensor, v: torch.Tensor) -> float:
+    """Mean cosine between mu and v after the best rotation of v (mu is identified up to rotation)."""
+    u, _, vh = torch.linalg.svd(v.T.double() @ mu.double())
+    return float(((v.double() @ (u @ vh)) * mu.double()).sum(-1).mean())
+
+
+def run_setting(overrides: dict, name: str = "custom") -> dict:
+    cfg = {**BASE, **overrides}
+    unknown = set(cfg) - set(BASE)
+    if unknown:
+        raise SystemExit(f"unknown setting keys: {sorted(unknown)}; known: {sorted(BASE)}")
+    torch.manual_seed(cfg["seed"])
+    proc = Process(cfg, cfg["seed"])
+    net = Net(cfg["obs_factor"] * cfg["d"] + 1, cfg)
+    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    phase_steps = int(round(cfg["phase_fraction"] * cfg["steps"]))
+    t0 = time.perf_counter()
+    history = []
+    for step in range(cfg["steps"]):
+        (xa, _, _), (xb, _, _) = proc.draw(cfg["batch"], gen)
+        mu, kappa = net(torch.cat([xa, xb]))
+        if step < phase_steps:
+            kappa = kappa.detach()
+        n = cfg["batch"]
+        params = {"a": (mu[:n], kappa[:n]), "b": (mu[n:], kappa[n:])}
+        loss = loss_fn(params, cfg, gen)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        history.append(loss.item())
+    train_s = time.perf_counter() - t0
+
+    test_gen = torch.Generator().manual_seed(999_000 + cfg["seed"])
+    (xa, va, ka), (xb, vb, kb) = proc.draw(cfg["test_size"], test_gen)
+    with torch.no_grad():
+        mu_a, k_a = net(xa)
+        mu_b, k_b = net(xb)
+        ratio = k_a / ka
+        lo, hi = cfg["kappa_min"], cfg["kappa_max"]
+        at_bounds = ((k_a <= lo * 1.05) | (k_a >= hi * 0.95)).double().mean()
+        n_eval = min(256, cfg["test_size"])
+        eval_gen = lambda: torch.Generator().manual_seed(4242)  # noqa: E731
+        model_loss = float(loss_fn({"a": (mu_a[:n_eval], k_a[:n_eval]), "b": (mu_b[:n_eval], k_b[:n_eval])}, cfg, eval_gen()))
+        true_loss = float(loss_fn({"a": (va[:n_eval], ka[:n_eval]), "b": (vb[:n_eval], kb[:n_eval])}, cfg, eval_gen()))
+        gram = mu_a[:512] @ mu_a[:512].T
+        off = ~torch.eye(gram.shape[0], dtype=torch.bool)
+    return {
+        "setting": name,
+        "config": cfg,
+        "spearman": _spearman(k_a, ka),
+        "median_ratio": float(ratio.median()),
+        "ratio_quartiles": [float(ratio.quantile(0.25)), float(ratio.quantile(0.75))],
+        "at_bounds": float(at_bounds),
+        "kappa_hat_range": [float(k_a.min()), float(k_a.max())],
+        "mu_cosine_to_v": _procrustes_cosine(mu_a, va),
+        "effective_rank": _effective_rank(mu_a),
+        "mean_cosine_negatives": float(gram[off].mean()),
+        "train_loss_last50": sum(history[-50:]) / len(history[-50:]),
+        "test_loss_model": model_loss,
+        "test_loss_true_posterior": true_loss,
+        "train_s": train_s,
+    }
+
+
+def _row(r: dict) -> str:
+    return (f"| {r['spearman']:+.3f} | {r['median_ratio']:.2f} | {100 * r['at_bounds']:.1f}% | {r['effective_rank']:.1f} "
+            f"| {r['mean_cosine_negatives']:+.2f} | {r['test_loss_model']:.3f} | {r['test_loss_true_posterior']:.3f} |")
+
+
+TABLE_HEAD = ("| cause | recipe | setting | Spearman | median kappa_hat/kappa_true | at bounds | eff. rank of mu "
+              "| mean cos of negatives | test loss | true-posterior loss |\n|---|---|---|---|---|---|---|---|---|---|")
+
+
+def run_study(sets: dict, out: Path) -> dict:
+    """Run STUDY in order; rows already in ``out`` with the same configuration are kept, not rerun."""
+    done = {}
+    if out.is_file():
+        for r in json.loads(out.read_text()).get("results", []):
+            done[json.dumps(r["config"], sort_keys=True)] = r
+    rows = []
+    for cause, label, setting, over in STUDY:
+        cfg = {**BASE, **SETTINGS[setting], **over, **sets}
+        key = json.dumps(cfg, sort_keys=True)
+        r = done[key] if key in done else run_setting(cfg, setting)
+        r.update(cause=cause, recipe=label)
+        rows.append(r)
+        print(f"| {cause} | {label} | {setting} {_row(r)}", flush=True)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"benchmark": "controlled_study", "overrides": sets, "results": rows}, indent=2) + "\n")
+    print(TABLE_HEAD)
+    for r in rows:
+        print(f"| {r['cause']} | {r['recipe']} | {r['setting']} {_row(r)}")
+    print(f"wrote {out}")
+    return {"results": rows}
+
+
+SSW_VARIANTS = [
+    ("plain, 16 samples, 64 projections (landed)", {"num_samples": 16, "num_projections": 64, "debias": False}),
+    ("plain, 256 samples, 64 projections", {"num_samples": 256, "num_projections": 64, "debias": False}),
+    ("debiased, 16 samples, 128 projections", {"num_samples": 16, "num_projections": 128, "debias": True}),
+    ("debiased, 32 samples, 128 projections", {"num_samples": 32, "num_projections": 128, "debias": True}),
+    ("debiased, 64 samples, 128 projections", {"num_samples": 64, "num_projections": 128, "debias": True}),
+]
+
+
+def ssw_bias(pairs: int = 200, d: int = 64, seed: int = 0) -> list[dict]:
+    """``ssw_alignment_loss`` between identical vMFs and between vMFs whose means are at cosine 0.95,
+    at kappa 10 / 100 / 1000 (mean and standard error over ``pairs`` pairs)."""
+    rows = []
+    for label, kw in SSW_VARIANTS:
+        row = {"estimator": label, **kw}
+        for kappa in (10.0, 100.0, 1000.0):
+            for cos in (1.0, 0.95):
+                g = torch.Generator().manual_seed(seed)
+                mu = _unit(torch.randn(pairs, d, generator=g, dtype=torch.float64))
+                other = _unit(torch.randn(pairs, d, generator=g, dtype=torch.float64))
+                other = _unit(other - (other * mu).sum(-1, keepdim=True) * mu)  # orthogonal to mu
+                mu2 = cos * mu + math.sqrt(1 - cos * cos) * other
+                k = torch.full((pairs,), kappa, dtype=torch.float64)
+                dists = {"a": VonMisesFisher(mu, k), "b": VonMisesFisher(mu2, k)}
+                groups = 20  # the loss averages over pairs: 20 groups give a standard error
+                size = pairs // groups
+                per_group = []
+                for i in range(groups):
+                    sl = slice(i * size, (i + 1) * size)
+                    sub = {m: VonMisesFisher(v.loc[sl], v.concentration[sl]) for m, v in dists.items()}
+                    per_group.append(float(ssw_alignment_loss(sub, generator=g, **kw)))
+                t = torch.tensor(per_group)
+                tag = "identical" if cos == 1.0 else "cos0.95"
+                row[f"{tag}_k{int(kappa)}"] = float(t.mean())
+                row[f"{tag}_k{int(kappa)}_se"] = float(t.std() / math.sqrt(groups))
+        rows.append(row)
+    return rows
+
+
+def _parse_value(text: str):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return None if text == "None" else text
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="one small setting; prints one JSON object")
+    parser.add_argument("--only", action="append", choices=sorted(SETTINGS), help="run only these settings")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a recipe key for every setting (keys: {', '.join(BASE)})")
+    parser.add_argument("--study", action="store_true", help="run the cause-by-cause study (STUDY); writes "
+                        "benchmarks/results/controlled_study.json and prints a markdown table")
+    parser.add_argument("--ssw", action="store_true", help="measure the SSW estimates' bias (identical vs "
+                        "nearby vMFs); writes benchmarks/results/ssw_bias.json")
+    parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/controlled.json; "
+                        "not written with --quick unless given)")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    sets = {}
+    for text in args.set:
+        key, sep, value = text.partition("=")
+        if not sep or key not in BASE:
+            parser.error(f"--set expects KEY=VALUE with KEY one of {', '.join(BASE)}, got {text!r}")
+        sets[key] = _parse_value(value)
+    if args.seed is not None:
+        sets["seed"] = args.seed
+    if args.quick:
+        name, over = QUICK
+        result = run_setting({**SETTINGS[name], **over, **sets}, name + "-quick")
+        summary = {k: result[k] for k in ("spearman", "median_ratio", "at_bounds")}
+        print(json.dumps({**summary, "setting": result["setting"], "train_s": round(result["train_s"], 1)}))
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        return result
+    if args.ssw:
+        rows = ssw_bias()
+        out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / "ssw_bias.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"benchmark": "ssw_bias", "d": 64, "pairs": 200, "p": 2, "rows": rows}, indent=2) + "\n")
+        print("| estimator | " + " | ".join(f"{t} k{k}" for t in ("identical", "cos0.95") for k in (10, 100, 1000)) + " |")
+        for r in rows:
+            cells = [f"{r[f'{t}_k{k}']:.5f} +- {r[f'{t}_k{k}_se']:.5f}" for t in ("identical", "cos0.95") for k in (10, 100, 1000)]
+            print(f"| {r['estimator']} | " + " | ".join(cells) + " |")
+        print(f"wrote {out}")
+        return {"rows": rows}
+    if args.study:
+        return run_study(sets, Path(args.out) if args.out else ROOT / "benchmarks" / "results" / "controlled_study.json")
+    results = []
+    for name in args.only or list(SETTINGS):
+        r = run_setting({**SETTINGS[name], **sets}, name)
+        results.append(r)
+        print(f"{name:16} spearman {r['spearman']:+.3f}  median ratio {r['median_ratio']:7.2f}  at bounds "
+              f"{100 * r['at_bounds']:5.1f}%  eff. rank {r['effective_rank']:5.2f}  neg cos {r['mean_cosine_negatives']:+.2f}  "
+              f"loss {r['test_loss_model']:.3f} (true posterior {r['test_loss_true_posterior']:.3f})  {r['train_s']:.0f}s",
+              flush=True)
+    payload = {"benchmark": "controlled", "overrides": sets, "machine": {"platform": platform.platform(),
+               "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count()},
+               "results": results}
+    out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / "controlled.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {out}")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
