@@ -40,7 +40,7 @@ from vmfmir_cli.training.build import build_model, make_optimizer, resolve_encod
 from vmfmir_cli.training.config import load_config  # noqa: E402
 from vmfmir_cli.training.data import BatchCollator, PreprocessedDataset, load_training_data  # noqa: E402
 from vmfmir_cli.training.objective import training_loss  # noqa: E402
-from vmfmir_cli.training.trainer import TrainModule  # noqa: E402
+from vmfmir_cli.training.module import TrainModule  # noqa: E402
 from vmfmir_cli.utils_io import write_json  # noqa: E402
 
 LOSSES = ("proposed", "baseline", "infonce", "proposed-landed", "baseline-landed")

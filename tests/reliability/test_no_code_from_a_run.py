@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from reliability_helpers import invoke, one_line_error, tiny_overrides
+from reliability_helpers import invoke, one_line_error
 
 
 @pytest.fixture

@@ -123,7 +123,7 @@ def test_training_draws_one_caption_per_item_and_epoch(tiny_dataset):
     from functools import partial
 
     from vmfmir_cli.training.data import PreprocessedDataset
-    from vmfmir_cli.training.trainer import _epoch_caption
+    from vmfmir_cli.training.data import epoch_caption as _epoch_caption
 
     items = split_items(read_manifest(tiny_dataset), "train")
     ds = PreprocessedDataset(

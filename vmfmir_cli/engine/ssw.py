@@ -300,7 +300,6 @@ def circle_wasserstein(
         raise ValueError(f"u and v must be floating point, got {u.dtype} and {v.dtype}")
     u_weights = _check_weights(u_weights, u, "u_weights")
     v_weights = _check_weights(v_weights, v, "v_weights")
-    n, m = u.shape[-1], v.shape[-1]
     try:
         batch = torch.broadcast_shapes(
             u.shape[:-1],

@@ -387,7 +387,6 @@ def _implicit_w3(kappa: torch.Tensor, one_minus_w: torch.Tensor) -> torch.Tensor
     """
     with torch.no_grad():
         k = kappa
-        w = 1.0 - one_minus_w
         # dF/dk / f with f = k e^{k w} / (e^k - e^-k); dF/dk computed in a stable form
         # F = (e^{k(w-1)} - e^{-2k}) / (1 - e^{-2k})
         e2 = torch.exp(-2.0 * k)

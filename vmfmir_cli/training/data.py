@@ -11,11 +11,14 @@ batch ``k`` without replaying the data loader.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
 import torch.utils.data
 
+from vmfmir_cli.data.augment import Augmenter, augment_config
+from vmfmir_cli.data.captions import has_levels, item_captions, parse_level_weights, sample_caption
 from vmfmir_cli.data.datasets import MultimodalDataset
 from vmfmir_cli.data.manifest import Item, read_dataset_info, read_manifest, split_items
 from vmfmir_cli.errors import DataError
@@ -181,6 +184,43 @@ class PreprocessedDataset(torch.utils.data.Dataset):
         return hit
 
 
+def epoch_caption(item: Item, epoch: int, *, seed: int, weights: Mapping[int, float]) -> Optional[str]:
+    """The caption ``item`` trains with in ``epoch`` (a module-level function: DataLoader workers pickle it)."""
+    return sample_caption(item, seed, epoch, weights)
+
+
+def build_datasets(data: "TrainingData", model: Any, modalities: Sequence[str], cfg: Any, sample_rate: int):
+    """The training and validation datasets of a run: the train set draws captions per epoch (when the
+    dataset has caption levels and ``cfg.captions``) and augments (``cfg.augment``); validation uses
+    each item's main text and no augmentation. The cache budget ``cfg.cache_gb`` is shared by size."""
+    preprocess = {m: model.encoders[m].preprocess for m in modalities}
+    budget = int(cfg.cache_gb * 1e9) if cfg.num_workers == 0 else 0
+    share = len(data.train) / max(1, len(data.train) + len(data.val))
+    text_for = None
+    if cfg.captions and "text" in modalities and has_levels(data.train):
+        text_for = partial(epoch_caption, seed=cfg.seed, weights=parse_level_weights(cfg.caption_levels))
+    augmenter = Augmenter(cfg.seed, augment_config(cfg.augment_options)) if cfg.augment else None
+    train = PreprocessedDataset(
+        data.train, modalities, preprocess, sample_rate, int(budget * share), text_for=text_for, augment=augmenter
+    )
+    val = PreprocessedDataset(data.val, modalities, preprocess, sample_rate, budget - int(budget * share))
+    return train, val
+
+
+def fit_inputs(items: Sequence[Item], modality: str, sample_rate: int, captions: bool = False) -> Iterator[Any]:
+    """Raw training inputs of one modality for an encoder's ``fit_preprocessing`` (e.g. a tokenizer),
+    decoded lazily; ``captions``: every caption of every item instead of its main text."""
+    if modality == "text" and captions:
+        for item in items:
+            for caption in item_captions(item):
+                yield caption.text
+        return
+    decoder = MultimodalDataset(list(items), None, [modality], sample_rate=sample_rate, require=False)
+    for item in decoder.items:
+        if item.has(modality):
+            yield decoder.decode(item, modality)
+
+
 def _nbytes(value: Any) -> int:
     if torch.is_tensor(value):
         return value.element_size() * value.numel()
@@ -301,8 +341,11 @@ __all__ = [
     "EpochBatchSampler",
     "PreprocessedDataset",
     "TrainingData",
+    "build_datasets",
     "chunks",
+    "epoch_caption",
     "epoch_permutation",
+    "fit_inputs",
     "load_training_data",
     "make_loader",
     "mix_seed",

@@ -22,15 +22,11 @@ import contextlib
 import math
 import os
 import time
-from functools import partial
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
-from torch import nn
 
-from vmfmir_cli.data.augment import Augmenter, augment_config
-from vmfmir_cli.data.captions import has_levels, item_captions, parse_level_weights, sample_caption
 from vmfmir_cli.errors import CheckpointError, ConfigError, VmfmirError, WriteError
 from vmfmir_cli.training import checkpoint as ckpt_io
 from vmfmir_cli.training.callbacks import Callback
@@ -48,7 +44,8 @@ from vmfmir_cli.training.config import RESUMABLE_KEYS, TrainConfig, differences,
 from vmfmir_cli.training.data import (
     BatchCollator,
     EpochBatchSampler,
-    PreprocessedDataset,
+    build_datasets,
+    fit_inputs,
     load_training_data,
     make_loader,
     mix_seed,
@@ -65,6 +62,7 @@ from vmfmir_cli.training.distributed import (
     env_world_size,
     init_distributed,
 )
+from vmfmir_cli.training.module import TrainModule
 from vmfmir_cli.training.objective import TERMS, training_loss
 from vmfmir_cli.training.runs import METRICS_FILE, MetricsLog, default_run_name, new_run_dir, set_latest
 from vmfmir_cli.training.validation import encode_split, retrieval_metrics
@@ -74,38 +72,6 @@ FINAL_DIR = "final"
 
 class NonFiniteLossError(VmfmirError):
     """A loss term (or the gradient) became NaN or infinite; the last good checkpoint is kept."""
-
-
-# --------------------------------------------------------------------------------------------------
-# The module DDP wraps
-# --------------------------------------------------------------------------------------------------
-
-
-class TrainModule(nn.Module):
-    """Model + trainable loss parameters; ``forward(inputs, masks)`` encodes every modality of a
-    batch (one forward per step, as DDP wants) into rows aligned by item."""
-
-    def __init__(self, model, logit_scale: Optional[float] = None) -> None:
-        super().__init__()
-        self.model = model
-        self.logit_scale = nn.Parameter(torch.tensor(float(logit_scale))) if logit_scale is not None else None
-
-    def forward(self, inputs: Mapping[str, dict], masks: Mapping[str, torch.Tensor]):
-        out = {}
-        d = self.model.embed_dim
-        for m in self.model.modalities:
-            mask = masks[m]
-            rows = mask.shape[0]
-            mu = torch.zeros(rows, d, dtype=torch.float32, device=mask.device)
-            mu[:, 0] = 1.0  # placeholder direction for items without m (masked out of every loss)
-            kappa = torch.ones(rows, dtype=torch.float32, device=mask.device)
-            if m in inputs:
-                mu_m, kappa_m = self.model.encode_params(m, inputs[m])
-                idx = torch.nonzero(mask).flatten()
-                mu = mu.index_copy(0, idx, mu_m.float())
-                kappa = kappa.index_copy(0, idx, kappa_m.float())
-            out[m] = (mu, kappa)
-        return out, self.logit_scale
 
 
 # --------------------------------------------------------------------------------------------------
@@ -253,7 +219,7 @@ class Trainer:
         if self.checkpoint is None:
             model, model_config = None, None
             if info.is_main:
-                raws = {m: _lazy_raws(data.train, m, sample_rate, captions=cfg.captions) for m in specs}
+                raws = {m: fit_inputs(data.train, m, sample_rate, captions=cfg.captions) for m in specs}
                 model = build_model(specs, cfg, sample_rate, fit_raws=raws)
                 model_config = model.config()
             model_config = broadcast_object(model_config, info)
@@ -288,18 +254,7 @@ class Trainer:
 
         # datasets
         rate = audio_rate(self.model, sample_rate)
-        preprocess = {m: self.model.encoders[m].preprocess for m in self.modalities}
-        budget = int(cfg.cache_gb * 1e9) if cfg.num_workers == 0 else 0
-        share = len(data.train) / max(1, len(data.train) + len(data.val))
-        text_for = None
-        if cfg.captions and "text" in self.modalities and has_levels(data.train):
-            weights = parse_level_weights(cfg.caption_levels)
-            text_for = partial(_epoch_caption, seed=cfg.seed, weights=weights)
-        augmenter = Augmenter(cfg.seed, augment_config(cfg.augment_options)) if cfg.augment else None
-        self.train_set = PreprocessedDataset(
-            data.train, self.modalities, preprocess, rate, int(budget * share), text_for=text_for, augment=augmenter
-        )
-        self.val_set = PreprocessedDataset(data.val, self.modalities, preprocess, rate, budget - int(budget * share))
+        self.train_set, self.val_set = build_datasets(data, self.model, self.modalities, cfg, rate)
         self.collator = BatchCollator({m: self.model.encoders[m].collate for m in self.modalities})
 
     def _run(self) -> Path:
@@ -566,27 +521,6 @@ class Trainer:
             self._emit("on_checkpoint", self.step, path)
         self._last_checkpoint_step = self.step
         barrier(self.dist)
-
-
-def _epoch_caption(item, epoch: int, *, seed: int, weights) -> Optional[str]:
-    return sample_caption(item, seed, epoch, weights)
-
-
-def _lazy_raws(items, modality: str, sample_rate: int, captions: bool = False) -> Iterable[Any]:
-    """Raw training items of one modality, decoded only if an encoder's fit_preprocessing reads them
-    (``captions``: every caption of every item, for a text encoder that trains on them)."""
-    from vmfmir_cli.data.datasets import MultimodalDataset
-
-    if modality == "text" and captions:
-        for item in items:
-            for caption in item_captions(item):
-                yield caption.text
-        return
-
-    decoder = MultimodalDataset(list(items), None, [modality], sample_rate=sample_rate, require=False)
-    for item in decoder.items:
-        if item.has(modality):
-            yield decoder.decode(item, modality)
 
 
 __all__ = ["Callback", "METRICS_FILE", "NonFiniteLossError", "TrainModule", "Trainer", "resume_config", "train"]
