@@ -205,16 +205,33 @@ def score_prepared(
     if chunk_size is None:
         chunk_size = max(256, _TARGET_CHUNK_ELEMENTS // max(n_q, 1))
     out = torch.empty((n_q, n), dtype=queries.mat.dtype, device=queries.mat.device)
+    work = _Workspace(n_q, min(chunk_size, n), out)
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
         idx = slice(start, stop) if rows is None else rows[start:stop]
         if queries.method == "exact":
             out[:, start:stop] = _exact_block(queries, items, idx).to(out.dtype)
         elif queries.method == "olver":
-            _olver_block(_product(queries, items, idx), queries, items.const[idx], out[:, start:stop])
+            s2 = _product(queries, items, idx, work.block(0, stop - start))
+            _olver_block(s2, queries, items.const[idx], out[:, start:stop], work)
         else:
-            out[:, start:stop] = _product(queries, items, idx)
+            out[:, start:stop] = _product(queries, items, idx, work.block(0, stop - start))
     return out
+
+
+class _Workspace:
+    """(rows, cols) block buffers reused by every chunk of one call: no allocation per chunk and
+    pass (on CPU, fresh multi-MB temporaries cost page faults and made timings depend on the heap)."""
+
+    def __init__(self, rows: int, cols: int, like: torch.Tensor) -> None:
+        self.rows, self.cols, self.like = rows, cols, like
+        self.buffers: dict[int, torch.Tensor] = {}
+
+    def block(self, slot: int, cols: int) -> torch.Tensor:
+        """Buffer ``slot`` viewed as a contiguous (rows, cols) block, cols <= the chunk size."""
+        if slot not in self.buffers:
+            self.buffers[slot] = torch.empty(self.rows * self.cols, dtype=self.like.dtype, device=self.like.device)
+        return self.buffers[slot][: self.rows * cols].view(self.rows, cols)
 
 
 def _check_pair(queries: ScoreTerms, items: ScoreTerms) -> None:
@@ -228,9 +245,9 @@ def _check_pair(queries: ScoreTerms, items: ScoreTerms) -> None:
         raise ValueError("query and item terms must share fused and the dtype")
 
 
-def _product(queries: ScoreTerms, items: ScoreTerms, idx) -> torch.Tensor:
-    """lin = (q.mat @ i.mat[idx].T) * i.scale * q.scale + i.shift + q.shift, in place."""
-    lin = torch.mm(queries.mat, items.mat[idx].T)
+def _product(queries: ScoreTerms, items: ScoreTerms, idx, out: torch.Tensor) -> torch.Tensor:
+    """lin = (q.mat @ i.mat[idx].T) * i.scale * q.scale + i.shift + q.shift, into ``out``."""
+    lin = torch.mm(queries.mat, items.mat[idx].T, out=out)
     if items.scale is not None:
         lin.mul_(items.scale[idx].unsqueeze(0))
     if queries.scale is not None:
@@ -242,7 +259,9 @@ def _product(queries: ScoreTerms, items: ScoreTerms, idx) -> torch.Tensor:
     return lin
 
 
-def _olver_block(s2: torch.Tensor, queries: ScoreTerms, item_const: torch.Tensor, out: torch.Tensor) -> None:
+def _olver_block(
+    s2: torch.Tensor, queries: ScoreTerms, item_const: torch.Tensor, out: torch.Tensor, work: _Workspace
+) -> None:
     """out = q.const + i.const + nu * acc with -log C(rho k3) + const = nu * acc, from s2 (consumed).
 
     log C(rho k3) = nu (log1p(s) - s) + log(s^2) / 4 + const - log(1 + sum_k U_k(1/s) / nu^k), so
@@ -252,16 +271,18 @@ def _olver_block(s2: torch.Tensor, queries: ScoreTerms, item_const: torch.Tensor
     nu = queries.nu
     inv_nu = 1.0 / nu
     terms = _debye_terms(nu, s2.dtype)
+    cols = s2.shape[1]
     s2 = s2.clamp_min_(1.0)
-    s = torch.sqrt(s2)
-    acc = torch.log1p(s)
+    s = torch.sqrt(s2, out=work.block(1, cols))
+    acc = torch.log1p(s, out=work.block(2, cols))
     torch.sub(s, acc, out=acc)  # s >= 1: no cancellation
+    spare = work.block(3, cols)
     if terms == 2:  # U_1(p) / nu with p = 1/s: (3 s^2 - 5) / (24 nu s^3); next terms < 1e-6
-        acc.addcdiv_(torch.sub(s2, 5.0 / 3.0), s.mul_(s2), value=3.0 * inv_nu * inv_nu / 24.0)
+        acc.addcdiv_(torch.sub(s2, 5.0 / 3.0, out=spare), s.mul_(s2), value=3.0 * inv_nu * inv_nu / 24.0)
     elif terms > 2:
         acc.add_(bessel.debye_log_series(s.reciprocal_(), nu, terms), alpha=inv_nu)
     acc.add_(s2.log_(), alpha=-0.25 * inv_nu)
-    torch.add(torch.add(item_const.unsqueeze(0), acc, alpha=nu), queries.const.unsqueeze(-1), out=out)
+    torch.add(torch.add(item_const.unsqueeze(0), acc, alpha=nu, out=spare), queries.const.unsqueeze(-1), out=out)
 
 
 def _exact_block(queries: ScoreTerms, items: ScoreTerms, idx) -> torch.Tensor:
