@@ -94,11 +94,15 @@ def test_given_terms_give_the_same_scores(kind):
         PreparedItems(mu, kappa, log_c=torch.zeros(3))
 
 
-@pytest.mark.parametrize("terms", [2, 3, 5])
-def test_inplace_debye_series_matches_the_engine(terms):
-    from vmfmir_cli.engine import bessel
-    from vmfmir_cli.index.scoring import _debye_log_series_inplace
-
-    p = torch.linspace(0.01, 1.0, 1000, dtype=torch.float64)
-    expected = bessel.debye_log_series(p, 63.0, terms)
-    assert torch.allclose(_debye_log_series_inplace(p.clone(), 63.0, terms), expected, rtol=1e-13, atol=1e-15)
+@pytest.mark.parametrize("d", [16, 128])
+@pytest.mark.parametrize("kind", SCORE_KINDS)
+def test_the_item_side_is_prepared_once_and_copies_no_matrix(d, kind):
+    """The engine's kernel on the cached, unfused item side: mu itself, O(N) columns, built once."""
+    mu, kappa = _set(50, d, seed=9)
+    items = PreparedItems(mu, kappa)
+    side = items.prepare(kind)._side(kind)
+    assert side.mat is items.mu and not side.fused and side.side == "item"
+    assert all(t.shape == (50,) for t in items._terms.values())
+    query = VonMisesFisher(mu[:2], kappa[:2], validate_args=False)
+    items.scores(query, kind)
+    assert items._side(kind) is side

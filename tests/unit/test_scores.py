@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vmfmir_cli.engine.scores import SCORE_KINDS, score
+from vmfmir_cli.engine.scores import SCORE_KINDS, prepare_terms, score, score_prepared
 from vmfmir_cli.engine.vmf import (
     VonMisesFisher,
     expected_cosine,
@@ -82,3 +82,45 @@ def test_bad_arguments():
     other, _, _ = _dists(2, 3, 9)
     with pytest.raises(ValueError, match="dimension"):
         score(other, items)
+
+
+@pytest.mark.parametrize("kind", SCORE_KINDS)
+@pytest.mark.parametrize("d", [16, 128])
+def test_the_kernel_gives_the_same_scores_fused_or_not_and_on_rows(kind, d):
+    """score() is the kernel on fused (augmented) terms; the unfused form (mu itself plus per-row
+    columns, as an index keeps it) and row subsets give the same numbers up to float32 round-off."""
+    q, items, _ = _dists(3, 400, d, dtype=torch.float32)
+    fused = score(q, items, kind)
+    sides = [
+        prepare_terms(dist.loc, dist.concentration, kind, side, fused=False)
+        for dist, side in ((q, "query"), (items, "item"))
+    ]
+    unfused = score_prepared(*sides, chunk_size=77)
+    tol = 2e-6 * (q.concentration[:, None] + items.concentration[None, :]) + 4e-6 * fused.abs().clamp_min(1.0)
+    assert ((unfused - fused).abs() <= tol).all()
+    rows = torch.tensor([399, 0, 5, 5, 200])
+    assert torch.allclose(score_prepared(*sides, rows=rows), unfused[:, rows], rtol=1e-6, atol=1e-5)
+
+
+def test_the_kernel_refuses_mismatched_terms():
+    q, items, _ = _dists(2, 3, 64)
+    elk_q = prepare_terms(q.loc, q.concentration, "elk", "query")
+    with pytest.raises(ValueError, match="item terms for 'kl'"):
+        score_prepared(elk_q, prepare_terms(items.loc, items.concentration, "kl", "item"))
+    with pytest.raises(ValueError, match="fused"):
+        score_prepared(elk_q, prepare_terms(items.loc, items.concentration, "elk", "item", fused=False))
+    with pytest.raises(ValueError, match="need query terms and item terms"):
+        score_prepared(elk_q, elk_q)
+    with pytest.raises(ValueError, match="side must be"):
+        prepare_terms(q.loc, q.concentration, "elk", "key")
+
+
+@pytest.mark.parametrize("terms", [2, 3, 5, 14])
+def test_debye_series_in_place_equals_the_differentiable_form(terms):
+    """debye_log_series runs its Horner steps in place when no gradient is needed: same numbers."""
+    from vmfmir_cli.engine import bessel
+
+    p = torch.linspace(0.01, 1.0, 1000, dtype=torch.float64)
+    fast = bessel.debye_log_series(p, 63.0, terms)
+    tracked = bessel.debye_log_series(p.clone().requires_grad_(True), 63.0, terms)
+    assert tracked.requires_grad and torch.equal(fast, tracked.detach())

@@ -91,8 +91,12 @@ def olver_terms(nu: float, tol: float) -> int:
 
 def _horner(coeffs: list[float], p: torch.Tensor) -> torch.Tensor:
     out = torch.full_like(p, coeffs[-1])
-    for c in reversed(coeffs[:-1]):
-        out = out * p + c
+    if p.requires_grad and torch.is_grad_enabled():
+        for c in reversed(coeffs[:-1]):
+            out = out * p + c
+        return out
+    for c in reversed(coeffs[:-1]):  # the same operations in place: no temporary per coefficient
+        out.mul_(p).add_(c)
     return out
 
 
@@ -114,7 +118,10 @@ def debye_log_series(p: torch.Tensor, nu: float, terms: int) -> torch.Tensor:
         return torch.zeros_like(p)
     coeffs = _series_coefficients(float(nu), int(terms))
     # U_k(p) has p^k as lowest power: the constant term is zero, so Horner on the rest, times p
-    return torch.log1p(_horner(list(coeffs[1:]), p) * p)
+    poly = _horner(list(coeffs[1:]), p)
+    if poly.requires_grad:
+        return torch.log1p(poly * p)
+    return poly.mul_(p).log1p_()
 
 
 def log_normalizer_olver(kappa: torch.Tensor, dim: int, tol: float = 1e-17) -> torch.Tensor:
