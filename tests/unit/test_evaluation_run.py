@@ -26,7 +26,15 @@ from vmfmir_cli.evaluation.evaluate import (
     resolve_run,
     run_loss,
 )
-from vmfmir_cli.evaluation.plots import DECILE_FILE, KAPPA_FILE, RECALL_FILE, recall_curve, write_plots
+from vmfmir_cli.evaluation.plots import (
+    DECILE_FILE,
+    KAPPA_FILE,
+    LEVEL_FILE,
+    RECALL_FILE,
+    REJECT_FILE,
+    recall_curve,
+    write_plots,
+)
 from vmfmir_cli.evaluation.tasks import RELEVANCE_CONVENTION
 
 SR = 8000
@@ -157,7 +165,7 @@ def test_every_score_from_one_encoding(tiny):
 def test_plots_are_written(tiny, tmp_path):
     result = evaluate_run(EvalOptions(run=str(tiny["runs"] / "prop"), data=str(tiny["data"]), split="test"))
     written = write_plots(result, tmp_path / "plots")
-    assert sorted(p.name for p in written) == sorted([RECALL_FILE, DECILE_FILE, KAPPA_FILE])
+    assert sorted(p.name for p in written) == sorted([RECALL_FILE, DECILE_FILE, KAPPA_FILE, REJECT_FILE, LEVEL_FILE])
     for p in written:
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and p.stat().st_size > 1000
     assert not list((tmp_path / "plots").glob(".*.tmp"))  # atomic writes left nothing behind

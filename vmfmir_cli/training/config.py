@@ -206,7 +206,7 @@ def suggest(key: str, known) -> str:
     alias = ALIASES.get(str(key).strip().lower().replace("-", "_"))
     if alias in known:
         return f" (did you mean {alias!r}?)"
-    close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)  # the closest one: a typo has one fix
     if not close:  # compare the words of snake_case names too: "val_frequency" -> "val_every"
         words = set(str(key).lower().replace("-", "_").split("_"))
         close = [k for k in known if words & set(k.split("_")) - {"max", "min"}][:3]
