@@ -59,6 +59,7 @@ BASE = {
     "denominator": "sum",
     "positive": "analytic",
     "bias_correction": "none",
+    "negatives": "sampled",
     # head (VMFHead keywords)
     "kappa_head": "exp",
     "kappa_min": 1.0,
@@ -161,7 +162,8 @@ def loss_fn(params: dict, cfg: dict, gen):
     samples = draw_samples(dists, cfg["num_samples"], gen)
     tau = cfg["tau"] if cfg["tau"] is not None else cfg["kappa_pos"]
     return mc_infonce_loss(dists, samples=samples, inv_temperature=tau, denominator=cfg["denominator"],
-                           positive=cfg["positive"], bias_correction=cfg["bias_correction"])
+                           positive=cfg["positive"], bias_correction=cfg["bias_correction"],
+                           negatives=cfg["negatives"])
 
 
 def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -148,3 +148,12 @@ def test_reject_curve_and_crop_drop_by_hand():
     assert ties[0]["r1"] == pytest.approx(2.5 / 3) and ties[1]["r1"] == 1.0
     assert crop_kappa_drop([1.0, 5.0, 3.0, 2.0], [2.0, 4.0, 3.0, 9.0]) == pytest.approx((1 + 0 + 0.5 + 1) / 4)
     assert rank_correlation([1, 1, 1], [1, 2, 3]) == 0.0
+
+
+def test_kappa_at_bounds_reads_the_run_bounds():
+    from vmfmir_cli.evaluation.evaluate import kappa_at_bounds
+
+    config = {"model": {"kappa_min": 1.0, "kappa_max": 1000.0}}
+    kappas = {"text": torch.tensor([1.0, 1.04, 5.0, 960.0]), "audio": torch.tensor([2000.0, 500.0])}
+    assert kappa_at_bounds(config, kappas) == {"text": 0.75, "audio": 0.5}
+    assert kappa_at_bounds({}, kappas) is None

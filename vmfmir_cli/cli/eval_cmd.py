@@ -382,11 +382,13 @@ def _print_ambiguity(amb: dict) -> None:
         caption=(
             "Spearman(level): kappa vs caption level / view fraction; Spearman(fit): kappa vs -log(items a caption "
             "fits); crop drop: share of items whose 25% view has a lower kappa than the full one; R-AUROC: kappa "
-            "as a predictor of rank 1; R@1 after rejecting the 0/50/90% least confident queries"
+            "as a predictor of rank 1; R@1 after rejecting the 0/50/90% least confident queries; at bounds: share of "
+            "the split's media whose kappa is within 5% of the head's bounds"
         ),
         caption_justify="left",
     )
-    for col in ("query", "Spearman(level)", "Spearman(fit)", "crop drop", "R-AUROC", "R@1 0%", "R@1 50%", "R@1 90%"):
+    for col in ("query", "Spearman(level)", "Spearman(fit)", "crop drop", "R-AUROC", "R@1 0%", "R@1 50%", "R@1 90%",
+                "at bounds"):
         checks.add_column(col, justify="left" if col == "query" else "right")
     for modality in ("text", "audio", "image"):
         section = amb.get(modality)
@@ -400,6 +402,7 @@ def _print_ambiguity(amb: dict) -> None:
             _num(section.get("crop_kappa_drop")) if modality != "text" else "",
             _num(section.get("r_auroc")),
             *(_num(curve.get(p), "{:.1%}") for p in (0.0, 0.5, 0.9)),
+            _num((amb.get("kappa_at_bounds") or {}).get(modality), "{:.1%}"),
         )
     if not amb.get("kappa_used", True):
         checks.caption = "kappa is not trained in this run (deterministic loss): no kappa check"

@@ -166,6 +166,7 @@ def _reduce(pair_losses: dict[str, torch.Tensor], anchor_counts: dict[str, int],
 
 DENOMINATORS = ("sum", "mean")
 POSITIVE_ESTIMATORS = ("analytic", "sampled")
+NEGATIVE_ESTIMATORS = ("sampled", "analytic")
 BIAS_CORRECTIONS = ("none", "jackknife")
 
 
@@ -184,6 +185,20 @@ def _log_kernel_given_sample(z: torch.Tensor, loc: torch.Tensor, kappa: torch.Te
     r = r2.clamp_min(1e-12).sqrt()
     out = log_normalizer(k64, d).unsqueeze(0) - log_normalizer(r, d)
     return out.to(z.dtype)
+
+
+def _log_kernel_all_candidates(z: torch.Tensor, loc: torch.Tensor, kappa: torch.Tensor, tau: float) -> torch.Tensor:
+    r"""``log E_{z' ~ vMF(loc_j, kappa_j)} exp(tau z . z')`` for every sample ``z`` and candidate ``j``:
+    ``(S, R, d), (K, d), (K,) -> (S, R, K)`` (the closed form of :func:`_log_kernel_given_sample`)."""
+    from vmfmir_cli.engine.vmf import log_normalizer
+
+    d = z.shape[-1]
+    k64 = kappa.double()
+    dot = torch.matmul(z.double(), loc.double().T)  # (S, R, K)
+    r2 = k64.square() + tau * tau + 2.0 * tau * k64 * dot
+    shape = r2.shape
+    log_c_r = log_normalizer(r2.clamp_min(1e-12).sqrt().reshape(-1), d).reshape(shape)
+    return (log_normalizer(k64, d) - log_c_r).to(z.dtype)
 
 
 def _log_mean_over_samples(log_p: torch.Tensor, bias_correction: str) -> torch.Tensor:
@@ -216,6 +231,7 @@ def mc_infonce_loss(
     denominator: str = "sum",
     positive: str = "analytic",
     bias_correction: str = "none",
+    negatives: str = "sampled",
 ):
     r"""Monte Carlo InfoNCE between vMF embeddings (MCInfoNCE, Kirchhof et al. 2023).
 
@@ -252,6 +268,12 @@ def mc_infonce_loss(
       73 with an uncapped head; 0.69 with the analytic positive; see the README).
     * ``positive="sampled"``: :math:`P_{s,i} = \tau z^s_{a,i} \cdot z^s_{b,i}` (the paper's estimate).
 
+    ``negatives="analytic"`` integrates every candidate's vMF out the same way (the positive and
+    each negative then enter as :math:`\log E_{z'} e^{\tau z \cdot z'}`; needs ``dists`` and
+    ``positive="analytic"``; S x R x K normalisers in float64 per pair). With sampled negatives and an
+    analytic positive the positive gets the full expectation (Jensen: above a typical sample) while
+    each negative is one sample, which favours diffuse vMFs, the more so in high dimension.
+
     ``bias_correction="jackknife"`` replaces ``log (1/S) sum_s p_s`` by its jackknife estimate
     (removes the O(1/S) term of the Jensen gap; not a default: see the README measurements).
 
@@ -280,6 +302,10 @@ def mc_infonce_loss(
         raise ValueError(f"positive must be one of {POSITIVE_ESTIMATORS}, got {positive!r}")
     if bias_correction not in BIAS_CORRECTIONS:
         raise ValueError(f"bias_correction must be one of {BIAS_CORRECTIONS}, got {bias_correction!r}")
+    if negatives not in NEGATIVE_ESTIMATORS:
+        raise ValueError(f"negatives must be one of {NEGATIVE_ESTIMATORS}, got {negatives!r}")
+    if negatives == "analytic" and positive != "analytic":
+        raise ValueError('negatives="analytic" needs positive="analytic" (both sides integrated out)')
     if not inv_temperature > 0:
         raise ValueError(f"inv_temperature must be positive, got {inv_temperature!r}")
     if positive == "analytic" and dists is None:
@@ -303,13 +329,18 @@ def mc_infonce_loss(
             continue
         za = z[a].index_select(1, anchors)  # (S, R, d)
         zb = z[b].index_select(1, candidates)  # (S, K, d)
-        logits = tau * torch.bmm(za, zb.transpose(1, 2))  # (S, R, K)
         cols = pos_col.view(1, -1, 1).expand(num_s, -1, 1)
-        if positive == "analytic":
-            pos = _log_kernel_given_sample(za, dists[b].loc.index_select(0, anchors),
-                                           dists[b].concentration.index_select(0, anchors), tau)
-        else:
+        if negatives == "analytic":  # every candidate's vMF integrated out, the positive's column included
+            loc_b = dists[b].loc.index_select(0, candidates)
+            logits = _log_kernel_all_candidates(za, loc_b, dists[b].concentration.index_select(0, candidates), tau)
             pos = logits.gather(2, cols).squeeze(2)  # (S, R)
+        else:
+            logits = tau * torch.bmm(za, zb.transpose(1, 2))  # (S, R, K)
+            if positive == "analytic":
+                pos = _log_kernel_given_sample(za, dists[b].loc.index_select(0, anchors),
+                                               dists[b].concentration.index_select(0, anchors), tau)
+            else:
+                pos = logits.gather(2, cols).squeeze(2)  # (S, R)
         num_neg = zb.shape[1] - 1
         if num_neg == 0:
             per_anchor = 0.0 * pos.sum(0)

@@ -227,6 +227,9 @@ def evaluate_loaded(loaded: LoadedRun, options: EvalOptions, score: Optional[str
         from vmfmir_cli.evaluation.graded import ambiguity_report
 
         result.ambiguity = ambiguity_report(loaded.items, loaded.embeddings, loaded.graded, kind, not deterministic)
+        bounds = kappa_at_bounds(loaded.config, result.kappas) if not deterministic else None
+        if bounds is not None and result.ambiguity:
+            result.ambiguity["kappa_at_bounds"] = bounds
     result.loss = loaded.loss
     result.run_dir = str(loaded.run_dir)
     result.data = str(Path(options.data).expanduser().resolve())
@@ -240,6 +243,22 @@ def evaluate_loaded(loaded: LoadedRun, options: EvalOptions, score: Optional[str
     if missing:
         result.notes.append(f"the {options.split} split has no {', '.join(missing)} media")
     return result
+
+
+def kappa_at_bounds(config: dict, kappas: dict, margin: float = 0.05) -> Optional[dict]:
+    """Per modality, the share of media whose kappa lies within ``margin`` of the head's bounds
+    (``config.json`` ``model.kappa_min`` / ``kappa_max``; a fused multi-window audio above the upper
+    bound counts as at it). None when the run does not record its bounds."""
+    model = config.get("model") if isinstance(config.get("model"), dict) else {}
+    lo, hi = model.get("kappa_min"), model.get("kappa_max")
+    if not isinstance(lo, (int, float)) or not isinstance(hi, (int, float)) or not 0 < lo < hi:
+        return None
+    out = {}
+    for m, k in kappas.items():
+        k = torch.as_tensor(k, dtype=torch.float64)
+        if k.numel():
+            out[m] = float(((k <= lo * (1 + margin)) | (k >= hi * (1 - margin))).to(torch.float64).mean())
+    return out
 
 
 def evaluate_run(options: EvalOptions, on_progress: Optional[ProgressFn] = None) -> EvalResult:
@@ -267,6 +286,7 @@ __all__ = [
     "evaluate_run",
     "evaluate_run_scores",
     "is_deterministic",
+    "kappa_at_bounds",
     "load_and_encode",
     "load_split",
     "representatives",
