@@ -81,6 +81,10 @@ SETTINGS = {
     "d8-kpos5": {"kappa_pos": 5.0},
     "d8-kpos80": {"kappa_pos": 80.0},
     "d16": {"d": 16, "kappa_lo": 8.0, "kappa_hi": 128.0, "kappa_pos": 40.0, "kappa_init": 40.0},
+    # d = 64 where the task is well posed: with kappa in [4, 64] and a kernel of 20 the true posterior
+    # scores at chance (4.84 vs log 128 = 4.85), with kappa x 8 and a kernel of 160 at 0.04 (nothing to
+    # learn); here it scores ~3.0 (sampled negatives) / ~4.7 (analytic), and kappa_true matters
+    "d64-kappa16-256": {"d": 64, "kappa_lo": 16.0, "kappa_hi": 256.0, "kappa_pos": 40.0, "kappa_init": 40.0},
 }
 QUICK = ("d8", {"steps": 500, "batch": 128, "test_size": 2000})
 
@@ -109,6 +113,11 @@ STUDY = [
     ("reproduce", "landed (mean, tau 20), d 64", "d64", {**LANDED}),
     ("a denominator", "sum, sampled, d 64", "d64", {**LANDED, "denominator": "sum"}),
     ("b samples", "sum, sampled, S 64", "d8", {**LANDED, "denominator": "sum", "num_samples": 64}),
+    ("f negatives", "default, d 64, kappa 16-256, kernel 40", "d64-kappa16-256", {}),
+    ("f negatives", "analytic negatives, d 64, kappa 16-256, kernel 40", "d64-kappa16-256", {"negatives": "analytic"}),
+    ("f negatives", "analytic negatives", "d8", {"negatives": "analytic"}),
+    ("f negatives", "analytic negatives, 2000 steps, d 64, kappa 16-256", "d64-kappa16-256",
+     {"negatives": "analytic", "steps": 2000}),
 ]
 
 
