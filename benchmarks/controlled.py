@@ -3,6 +3,7 @@
     python benchmarks/controlled.py            # every setting, writes benchmarks/results/controlled.json
     python benchmarks/controlled.py --quick    # one setting (~1 min on 2 cores), prints one JSON object
     python benchmarks/controlled.py --only d8 --set positive=sampled --set num_samples=64
+    python benchmarks/controlled.py --calibration   # the loss of the true directions, kappa scaled by 1/4..4
 
 The process (after Kirchhof et al., ICML 2023): a latent u ~ Uniform(S^{d-1}); an observation
 x = [A v, log kappa_true] with v ~ vMF(u, kappa_true), kappa_true log-uniform in
@@ -333,6 +334,35 @@ def _parse_value(text: str):
     return None if text == "None" else text
 
 
+#: the loss of the true posterior directions (mu = v) with every kappa scaled by c: where is it lowest?
+CALIBRATION = [
+    ("d8", {}), ("d8", {"negatives": "analytic"}),
+    ("d64-kappa16-256", {}), ("d64-kappa16-256", {"negatives": "analytic"}),
+    ("d64", {}), ("d64", {"negatives": "analytic"}),
+]
+SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
+
+
+def calibration(sets: dict, reps: int = 3) -> list[dict]:
+    """Per setting: the loss of (mu = v, kappa = c kappa_true) for c in SCALES, mean of ``reps`` batches.
+    A loss whose minimum sits at c = 1 is calibrated for the true directions (no training involved)."""
+    rows = []
+    for setting, over in CALIBRATION:
+        cfg = {**BASE, **SETTINGS[setting], **over, **sets}
+        proc = Process(cfg, cfg["seed"])
+        losses = {}
+        for c in SCALES:
+            total = 0.0
+            for r in range(reps):
+                (xa, va, ka), (xb, vb, kb) = proc.draw(cfg["batch"], torch.Generator().manual_seed(r))
+                total += float(loss_fn({"a": (va, c * ka), "b": (vb, c * kb)}, cfg, torch.Generator().manual_seed(7 + r)))
+            losses[c] = total / reps
+        rows.append({"setting": setting, "overrides": over, "losses": losses, "best_scale": min(losses, key=losses.get)})
+        cells = " | ".join(f"{losses[c]:.3f}" for c in SCALES)
+        print(f"| {setting} | {over or 'default'} | {cells} | {rows[-1]['best_scale']:g} |", flush=True)
+    return rows
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one small setting; prints one JSON object")
@@ -343,6 +373,8 @@ def main(argv=None) -> dict:
                         "benchmarks/results/controlled_study.json and prints a markdown table")
     parser.add_argument("--ssw", action="store_true", help="measure the SSW estimates' bias (identical vs "
                         "nearby vMFs); writes benchmarks/results/ssw_bias.json")
+    parser.add_argument("--calibration", action="store_true", help="the loss of the true directions with kappa "
+                        "scaled by 1/4..4 (no training); writes benchmarks/results/controlled_calibration.json")
     parser.add_argument("--seed", type=int, default=None)
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/controlled.json; "
                         "not written with --quick unless given)")
@@ -375,6 +407,13 @@ def main(argv=None) -> dict:
         for r in rows:
             cells = [f"{r[f'{t}_k{k}']:.5f} +- {r[f'{t}_k{k}_se']:.5f}" for t in ("identical", "cos0.95") for k in (10, 100, 1000)]
             print(f"| {r['estimator']} | " + " | ".join(cells) + " |")
+        print(f"wrote {out}")
+        return {"rows": rows}
+    if args.calibration:
+        print("| setting | recipe | " + " | ".join(f"c = {c:g}" for c in SCALES) + " | lowest at |")
+        rows = calibration(sets)
+        out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / "controlled_calibration.json"
+        out.write_text(json.dumps({"benchmark": "controlled_calibration", "scales": list(SCALES), "rows": rows}, indent=2) + "\n")
         print(f"wrote {out}")
         return {"rows": rows}
     if args.study:
