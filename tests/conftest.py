@@ -56,6 +56,17 @@ def tiny_dataset(tmp_path_factory, vmfmir_worker_id: str) -> Path:
     return out
 
 
+@pytest.fixture
+def one_thread():
+    """torch with one thread for the test (training tests under xdist would oversubscribe 2 cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def vmfmir_worker_id(request) -> str:
     """The pytest-xdist worker id ("master" without xdist)."""

@@ -16,11 +16,8 @@ from vmfmir_cli.training.synthetic import make_synthetic_dataset
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_thread):
+    """Every reliability test runs torch with one thread (see tests/conftest.py)."""
 
 
 @pytest.fixture(autouse=True)

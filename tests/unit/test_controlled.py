@@ -18,12 +18,7 @@ from benchmarks import controlled  # noqa: E402
 SMALL = {"steps": 250, "batch": 64, "num_samples": 8, "hidden": 64, "test_size": 1000}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_default_recipe_recovers_the_posterior_kappa():

@@ -287,24 +287,14 @@ def _check_row(row: _Row, base: Path) -> dict[str, Any]:
             p.append(f"unknown split {split!r}; use train, val or test")
         else:
             out["split"] = s
-    meta = v.get("meta")
+    meta = _json_cell(v.get("meta"))
     if meta is not None:
-        if isinstance(meta, str):
-            try:
-                meta = json.loads(meta)
-            except ValueError:
-                meta = None
         if not isinstance(meta, dict):
             p.append("meta must be a JSON object")
         else:
             out["meta"] = meta
-    captions = v.get("captions")
+    captions = _json_cell(v.get("captions"))
     if captions is not None:
-        if isinstance(captions, str):
-            try:
-                captions = json.loads(captions)
-            except ValueError:
-                captions = "not JSON"
         try:
             parsed = parse_captions(captions)
         except (TypeError, ValueError) as exc:
@@ -319,6 +309,16 @@ def _check_row(row: _Row, base: Path) -> dict[str, Any]:
                 out["captions"] = parsed
                 p[:] = [x for x in p if x != "the row has no audio, image or text" or out.get("text") is None]
     return out
+
+
+def _json_cell(value: Any) -> Any:
+    """A CSV cell holding JSON (meta, captions) decoded; JSONL values as they are; invalid JSON -> "not JSON"."""
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return "not JSON"
 
 
 def import_manifest(opts: ManifestOptions, on_progress: ProgressFn | None = None) -> ImportSummary:
