@@ -80,7 +80,10 @@ def test_json_schema_and_plots(tiny, tmp_path):
         "kappa_by_level.png", "kappa_histograms.png", "r1_by_kappa_decile.png", "recall_at_k.png", "reject_curve.png"
     ]
     amb = doc["ambiguity"]
-    assert set(amb) == {"audio", "image", "relevance", "kappa_used"}  # no caption levels in this dataset: no text
+    # no caption levels in this dataset: no text section
+    assert set(amb) == {"audio", "image", "relevance", "kappa_used", "kappa_at_bounds"}
+    assert set(amb["kappa_at_bounds"]) == {"audio", "image", "text"}
+    assert all(0.0 <= v <= 1.0 for v in amb["kappa_at_bounds"].values())
     assert [v["fraction"] for v in amb["audio"]["views"]] == [0.25, 0.5, 1.0]
     assert amb["audio"]["views"][0]["n_queries"] == amb["audio"]["views"][2]["n_queries"] > 0
     for key in ("spearman_kappa_level", "crop_kappa_drop", "r_auroc"):
