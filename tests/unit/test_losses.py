@@ -212,14 +212,14 @@ def test_infonce_is_clip_symmetric_cross_entropy_and_clamps_scale():
 
 @pytest.mark.parametrize("d,kappa", [(8, 4.0), (8, 64.0), (64, 200.0)])
 def test_analytic_positive_kernel_matches_monte_carlo(d, kappa):
-    from vmfmir_cli.engine.losses import _log_kernel_given_sample
+    from vmfmir_cli.engine.losses import _log_kernel
 
     gen = torch.Generator().manual_seed(d)
     z = _unit(torch.randn(3, 2, d, generator=gen, dtype=torch.float64))
     loc = _unit(z[0] + 0.3 * torch.randn(2, d, generator=gen, dtype=torch.float64))
     k = torch.full((2,), kappa, dtype=torch.float64)
     tau = 20.0
-    got = _log_kernel_given_sample(z, loc, k, tau)
+    got = _log_kernel((z * loc.unsqueeze(0)).sum(-1), k, tau, d)
     n = 400_000
     draws = VonMisesFisher(loc, k).sample((n,), generator=gen)  # (n, 2, d)
     vals = torch.exp(tau * torch.einsum("srd,nrd->nsr", z, draws))  # (n, 3, 2)

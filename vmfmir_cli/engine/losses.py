@@ -170,35 +170,19 @@ NEGATIVE_ESTIMATORS = ("sampled", "analytic")
 BIAS_CORRECTIONS = ("none", "jackknife")
 
 
-def _log_kernel_given_sample(z: torch.Tensor, loc: torch.Tensor, kappa: torch.Tensor, tau: float) -> torch.Tensor:
-    r"""``log E_{z' ~ vMF(loc, kappa)} exp(tau z . z')`` for each sample ``z``: ``(S, R, d), (R, d), (R,) -> (S, R)``.
+def _log_kernel(dot: torch.Tensor, kappa: torch.Tensor, tau: float, d: int) -> torch.Tensor:
+    r"""``log E_{z' ~ vMF(mu, kappa)} exp(tau z . z')`` from ``dot = z . mu`` (kappa broadcast against it).
 
     Closed form: :math:`\log C_d(\kappa) - \log C_d(\|\kappa \mu + \tau z\|)` (integrate ``z'``
-    against the vMF density). Computed in float64 (a difference of two O(kappa) terms).
+    against the vMF density), with :math:`\|\kappa \mu + \tau z\|^2 = \kappa^2 + \tau^2 + 2 \tau \kappa\, z \cdot \mu`.
+    Computed in float64 (a difference of two O(kappa) terms); returned in ``dot``'s dtype.
     """
     from vmfmir_cli.engine.vmf import log_normalizer
 
-    d = z.shape[-1]
-    z64, loc64, k64 = z.double(), loc.double(), kappa.double()
-    dot = (z64 * loc64.unsqueeze(0)).sum(-1)  # (S, R)
-    r2 = k64.square().unsqueeze(0) + tau * tau + 2.0 * tau * k64.unsqueeze(0) * dot
-    r = r2.clamp_min(1e-12).sqrt()
-    out = log_normalizer(k64, d).unsqueeze(0) - log_normalizer(r, d)
-    return out.to(z.dtype)
-
-
-def _log_kernel_all_candidates(z: torch.Tensor, loc: torch.Tensor, kappa: torch.Tensor, tau: float) -> torch.Tensor:
-    r"""``log E_{z' ~ vMF(loc_j, kappa_j)} exp(tau z . z')`` for every sample ``z`` and candidate ``j``:
-    ``(S, R, d), (K, d), (K,) -> (S, R, K)`` (the closed form of :func:`_log_kernel_given_sample`)."""
-    from vmfmir_cli.engine.vmf import log_normalizer
-
-    d = z.shape[-1]
     k64 = kappa.double()
-    dot = torch.matmul(z.double(), loc.double().T)  # (S, R, K)
-    r2 = k64.square() + tau * tau + 2.0 * tau * k64 * dot
-    shape = r2.shape
-    log_c_r = log_normalizer(r2.clamp_min(1e-12).sqrt().reshape(-1), d).reshape(shape)
-    return (log_normalizer(k64, d) - log_c_r).to(z.dtype)
+    r2 = k64.square() + tau * tau + 2.0 * tau * k64 * dot.double()
+    log_c_r = log_normalizer(r2.clamp_min(1e-12).sqrt().reshape(-1), d).reshape(r2.shape)
+    return (log_normalizer(k64.reshape(-1), d).reshape(k64.shape) - log_c_r).to(dot.dtype)
 
 
 def _log_mean_over_samples(log_p: torch.Tensor, bias_correction: str) -> torch.Tensor:
@@ -330,15 +314,18 @@ def mc_infonce_loss(
         za = z[a].index_select(1, anchors)  # (S, R, d)
         zb = z[b].index_select(1, candidates)  # (S, K, d)
         cols = pos_col.view(1, -1, 1).expand(num_s, -1, 1)
+        d = za.shape[-1]
         if negatives == "analytic":  # every candidate's vMF integrated out, the positive's column included
             loc_b = dists[b].loc.index_select(0, candidates)
-            logits = _log_kernel_all_candidates(za, loc_b, dists[b].concentration.index_select(0, candidates), tau)
+            logits = _log_kernel(torch.matmul(za, loc_b.to(za.dtype).T),
+                                 dists[b].concentration.index_select(0, candidates), tau, d)  # (S, R, K)
             pos = logits.gather(2, cols).squeeze(2)  # (S, R)
         else:
             logits = tau * torch.bmm(za, zb.transpose(1, 2))  # (S, R, K)
             if positive == "analytic":
-                pos = _log_kernel_given_sample(za, dists[b].loc.index_select(0, anchors),
-                                               dists[b].concentration.index_select(0, anchors), tau)
+                loc_pos = dists[b].loc.index_select(0, anchors)
+                dot = (za * loc_pos.to(za.dtype).unsqueeze(0)).sum(-1)  # (S, R)
+                pos = _log_kernel(dot, dists[b].concentration.index_select(0, anchors), tau, d)
             else:
                 pos = logits.gather(2, cols).squeeze(2)  # (S, R)
         num_neg = zb.shape[1] - 1
