@@ -21,11 +21,12 @@ import hashlib
 import math
 import random
 from dataclasses import asdict, dataclass
-from typing import Any, Mapping
-
-import torch
+from typing import TYPE_CHECKING, Any, Mapping
 
 from vmfmir_cli.data.views import audio_view, image_view
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 
 @dataclass(frozen=True)
@@ -79,6 +80,8 @@ class Augmenter:
     def __call__(self, raw: Any, modality: str, epoch: int, item_id: str) -> Any:
         rng = item_rng(self.seed, epoch, item_id, modality)
         if modality == "audio":
+            import torch
+
             return self.audio(torch.as_tensor(raw), rng)
         if modality == "image":
             return self.image(raw, rng)
@@ -92,7 +95,9 @@ class Augmenter:
             return 1.0, 0.0
         return rng.uniform(c.view_min, 1.0), rng.random()
 
-    def audio(self, wave: torch.Tensor, rng: random.Random) -> torch.Tensor:
+    def audio(self, wave: "torch.Tensor", rng: random.Random) -> "torch.Tensor":
+        import torch
+
         c = self.config
         f, start = self._fraction(rng)
         x = audio_view(wave, f, start).to(torch.float32).clone()

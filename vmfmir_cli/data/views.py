@@ -15,9 +15,10 @@ before the encoder's ``preprocess``, so every encoder, built-in or plugin, sees 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
 
 #: the view fractions of the evaluation (full view last)
 VIEW_FRACTIONS = (0.25, 0.5, 1.0)
@@ -34,7 +35,7 @@ def _span(length: int, fraction: float, start: float) -> tuple[int, int]:
     return first, first + keep
 
 
-def audio_view(wave: torch.Tensor, fraction: float, start: float = 0.0) -> torch.Tensor:
+def audio_view(wave: "torch.Tensor", fraction: float, start: float = 0.0) -> "torch.Tensor":
     """The fraction ``fraction`` of ``wave`` (``(T,)`` or ``(C, T)``) beginning at ``start`` (0..1) of the rest."""
     if fraction == 1.0:
         return wave
@@ -55,6 +56,8 @@ def image_view(image: Any, fraction: float, start: float = 0.0) -> Any:
 def view(raw: Any, modality: str, fraction: float, start: float = 0.0) -> Any:
     """The view of decoded media ``raw`` of ``modality`` (text is returned as it is)."""
     if modality == "audio":
+        import torch
+
         return audio_view(torch.as_tensor(raw), fraction, start)
     if modality == "image":
         return image_view(raw, fraction, start)

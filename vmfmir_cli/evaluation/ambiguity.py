@@ -107,7 +107,7 @@ def reject_curve(kappa, hits, fractions: Sequence[float] = REJECT_FRACTIONS) -> 
         if drop == 0:
             r1 = float(hs.mean())
         else:
-            cut = ks[drop - 1] if drop > 0 else ks[0]
+            cut = ks[drop - 1]
             above = ks > cut
             tied = ks == cut
             n_above = int(above.sum())
