@@ -56,6 +56,10 @@ def test_wrong_types_and_ranges(tmp_path):
         load_config(overrides={"modalities": "audio"})
     with pytest.raises(ConfigError, match="unknown modality 'imag'.*'image'"):
         load_config(overrides={"modalities": "audio,imag"})
+    with pytest.raises(ConfigError, match="'mc_negatives' must be one of sampled, analytic"):
+        load_config(overrides={"mc_negatives": "exact"})
+    with pytest.raises(ConfigError, match="'mc_negatives'.*needs mc_positive = 'analytic'"):
+        load_config(sets=["mc_negatives='analytic'", "mc_positive='sampled'"])
     with pytest.raises(ConfigError, match="kappa_min < kappa_max"):
         load_config(overrides={"kappa_min": 10.0, "kappa_max": 5.0})
     with pytest.raises(ConfigError, match="invalid TOML"):
@@ -109,3 +113,27 @@ def test_latest_pointer_symlink_and_text_file(tmp_path):
 
     with pytest.raises(CheckpointError):
         resolve_run_dir(tmp_path / "nowhere" / "latest")
+
+
+def test_the_recipe_keys_reach_the_engine_loss():
+    """training_loss passes mc_negatives / mc_positive / denominator through to mc_infonce_loss."""
+    import torch
+
+    from vmfmir_cli.engine.losses import mc_infonce_loss
+    from vmfmir_cli.engine.vmf import VonMisesFisher
+    from vmfmir_cli.training.objective import training_loss
+
+    g = torch.Generator().manual_seed(0)
+    mu = {m: torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=-1) for m in ("audio", "text")}
+    kappa = {m: torch.rand(6, generator=g) * 30 + 2 for m in mu}
+    params = {m: (mu[m], kappa[m]) for m in mu}
+    masks = {m: torch.ones(6, dtype=torch.bool) for m in mu}
+    for negatives in ("sampled", "analytic"):
+        cfg = load_config(overrides={"loss": "baseline", "mc_negatives": negatives})
+        got, _, _ = training_loss(params, masks, cfg, generator=torch.Generator().manual_seed(1))
+        dists = {m: VonMisesFisher(mu[m], kappa[m], validate_args=False) for m in mu}
+        want = mc_infonce_loss(dists, cfg.mc_samples, cfg.inv_temperature, generator=torch.Generator().manual_seed(1),
+                               negatives=negatives)
+        assert torch.allclose(got, want), (negatives, got, want)
+    assert not torch.allclose(*(training_loss(params, masks, load_config(overrides={"loss": "baseline", "mc_negatives": n}),
+                                              generator=torch.Generator().manual_seed(1))[0] for n in ("sampled", "analytic")))

@@ -45,6 +45,7 @@ LOSSES = ("proposed", "baseline", "infonce")
 KAPPA_HEADS = ("exp", "sigmoid")
 DENOMINATORS = ("sum", "mean")
 MC_POSITIVES = ("analytic", "sampled")
+MC_NEGATIVES = ("sampled", "analytic")
 MC_BIAS_CORRECTIONS = ("none", "jackknife")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
@@ -93,6 +94,7 @@ class TrainConfig:
     denominator: str = "sum"  # sum (InfoNCE: positive + sum over negatives) | mean (over negatives; collapses)
     mc_positive: str = "analytic"  # analytic (positive vMF integrated out) | sampled (the paper's estimate)
     mc_bias_correction: str = "none"  # none | jackknife (of the log of the mean over samples)
+    mc_negatives: str = "sampled"  # sampled | analytic (every candidate's vMF integrated out; needs mc_positive analytic)
     kappa_detach_fraction: float = 0.0  # phased schedule: train mu only (kappa detached) for this share of the steps
     ssw_lambda: float = 0.1  # weight of the SSW alignment term (proposed)
     ssw_p: float = 2.0
@@ -167,6 +169,7 @@ LEGACY_VALUES = {
     "denominator": "mean",
     "mc_positive": "sampled",
     "mc_bias_correction": "none",
+    "mc_negatives": "sampled",
     "kappa_detach_fraction": 0.0,
     "ssw_samples": "mc_samples",
     "ssw_debias": False,
@@ -373,6 +376,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     choice("denominator", DENOMINATORS)
     choice("mc_positive", MC_POSITIVES)
     choice("mc_bias_correction", MC_BIAS_CORRECTIONS)
+    choice("mc_negatives", MC_NEGATIVES)
     mods = config.modalities
     for m in mods:
         if m not in MODALITIES:
@@ -415,6 +419,8 @@ def validate(config: TrainConfig) -> TrainConfig:
             f"config key 'ssw_samples' must be at least 2 with ssw_debias = true (each cloud is split in two "
             f"halves), got {config.ssw_samples!r}"
         )
+    if config.mc_negatives == "analytic" and config.mc_positive != "analytic":
+        raise bad("mc_negatives", "= 'analytic' needs mc_positive = 'analytic' (both sides integrated out)")
     if config.mc_bias_correction == "jackknife" and config.mc_samples < 2:
         raise bad("mc_samples", "must be at least 2 for mc_bias_correction = 'jackknife'")
     if not (0 <= config.kappa_detach_fraction < 1):
