@@ -60,7 +60,7 @@ BASE = {
     "denominator": "sum",
     "positive": "analytic",
     "bias_correction": "none",
-    "negatives": "sampled",
+    "negatives": None,  # the engine's default: analytic with the analytic positive
     # head (VMFHead keywords)
     "kappa_head": "exp",
     "kappa_min": 1.0,

@@ -52,6 +52,7 @@ LANDED = {
     "inv_temperature": 5.0,
     "denominator": "mean",
     "mc_positive": "sampled",
+    "mc_negatives": "sampled",
     "ssw_samples": 16,
     "ssw_projections": 64,
     "ssw_debias": False,

@@ -215,7 +215,7 @@ def mc_infonce_loss(
     denominator: str = "sum",
     positive: str = "analytic",
     bias_correction: str = "none",
-    negatives: str = "sampled",
+    negatives: Optional[str] = None,
 ):
     r"""Monte Carlo InfoNCE between vMF embeddings (MCInfoNCE, Kirchhof et al. 2023).
 
@@ -252,11 +252,20 @@ def mc_infonce_loss(
       73 with an uncapped head; 0.69 with the analytic positive; see the README).
     * ``positive="sampled"``: :math:`P_{s,i} = \tau z^s_{a,i} \cdot z^s_{b,i}` (the paper's estimate).
 
-    ``negatives="analytic"`` integrates every candidate's vMF out the same way (the positive and
-    each negative then enter as :math:`\log E_{z'} e^{\tau z \cdot z'}`; needs ``dists`` and
-    ``positive="analytic"``; S x R x K normalisers in float64 per pair). With sampled negatives and an
-    analytic positive the positive gets the full expectation (Jensen: above a typical sample) while
-    each negative is one sample, which favours diffuse vMFs, the more so in high dimension.
+    The negatives' log-similarities:
+
+    * ``negatives="analytic"`` (the default with ``positive="analytic"``): every candidate's vMF is
+      integrated out the same way (the positive and each negative enter as
+      :math:`\log E_{z'} e^{\tau z \cdot z'}`; needs ``dists``; S x R x K normalisers in float64
+      per pair). Measured: at d = 64 it is the only variant that learns (controlled process,
+      Spearman 0.98 against 0.00 with sampled negatives; music21, mean test MRR 0.091 against 0.042),
+      but its kappas are over-confident (median kappa_hat / kappa_true 5-7 at d = 64, 15 at d = 8)
+      and the embedding uses few dimensions (see "Learning kappa" in the README).
+    * ``negatives="sampled"`` (the default with ``positive="sampled"``): one draw per negative and
+      sample, :math:`\tau z^s_{a,i} \cdot z^s_{b,j}`. With an analytic positive the positive gets the
+      full expectation (Jensen: above a typical sample) while each negative is one draw, which
+      favours diffuse vMFs, the more so in high dimension: calibrated at d = 8 (ratio 0.69), every
+      kappa at the floor at d = 64.
 
     ``bias_correction="jackknife"`` replaces ``log (1/S) sum_s p_s`` by its jackknife estimate
     (removes the O(1/S) term of the Jensen gap; not a default: see the README measurements).
@@ -276,6 +285,8 @@ def mc_infonce_loss(
         denominator: ``"sum"`` (InfoNCE, default) or ``"mean"`` (mean over negatives).
         positive: ``"analytic"`` (default) or ``"sampled"``.
         bias_correction: ``"none"`` (default) or ``"jackknife"``.
+        negatives: ``"analytic"`` or ``"sampled"``; default (None): analytic with the analytic
+            positive, sampled with the sampled one.
 
     Returns:
         Scalar loss tensor (or ``(loss, breakdown)``).
@@ -286,6 +297,8 @@ def mc_infonce_loss(
         raise ValueError(f"positive must be one of {POSITIVE_ESTIMATORS}, got {positive!r}")
     if bias_correction not in BIAS_CORRECTIONS:
         raise ValueError(f"bias_correction must be one of {BIAS_CORRECTIONS}, got {bias_correction!r}")
+    if negatives is None:
+        negatives = "analytic" if positive == "analytic" else "sampled"
     if negatives not in NEGATIVE_ESTIMATORS:
         raise ValueError(f"negatives must be one of {NEGATIVE_ESTIMATORS}, got {negatives!r}")
     if negatives == "analytic" and positive != "analytic":

@@ -94,7 +94,7 @@ class TrainConfig:
     denominator: str = "sum"  # sum (InfoNCE: positive + sum over negatives) | mean (over negatives; collapses)
     mc_positive: str = "analytic"  # analytic (positive vMF integrated out) | sampled (the paper's estimate)
     mc_bias_correction: str = "none"  # none | jackknife (of the log of the mean over samples)
-    mc_negatives: str = "sampled"  # sampled | analytic (every candidate's vMF integrated out; needs mc_positive analytic)
+    mc_negatives: str = "analytic"  # analytic (every candidate's vMF integrated out) | sampled (one draw per negative)
     kappa_detach_fraction: float = 0.0  # phased schedule: train mu only (kappa detached) for this share of the steps
     ssw_lambda: float = 0.1  # weight of the SSW alignment term (proposed)
     ssw_p: float = 2.0
