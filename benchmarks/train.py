@@ -63,6 +63,23 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def timed_step(cfg, module, opt, inputs, masks, seed: int, device: torch.device, bf16: bool) -> float:
+    """Seconds of one training step: encode the batch -> loss -> backward -> clipped optimiser step."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    _sync(device)
+    t0 = time.perf_counter()
+    ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else torch.autocast(device.type, enabled=False)
+    with ctx:
+        params, scale = module(inputs, masks)
+    total, _, _ = training_loss(params, masks, cfg, gen, None, scale)
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], cfg.grad_clip)
+    opt.step()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def build_batch(cfg, data_dir: str, batch: int):
     data = load_training_data(data_dir, cfg.modalities)
     specs = resolve_encoders(cfg, data.modalities)
@@ -143,19 +160,7 @@ def main(argv=None) -> dict:
 
     def step(loss: str, k: int) -> float:
         c, module, opt = setups[loss]
-        gen = torch.Generator(device=device).manual_seed(k)
-        _sync(device)
-        t0 = time.perf_counter()
-        ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else torch.autocast(device.type, enabled=False)
-        with ctx:
-            params, scale = module(inputs, masks)
-        total, _, _ = training_loss(params, masks, c, gen, None, scale)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], c.grad_clip)
-        opt.step()
-        _sync(device)
-        return time.perf_counter() - t0
+        return timed_step(c, module, opt, inputs, masks, k, device, bf16)
 
     # the loss alone, on fixed (mu, kappa) of the batch
     with torch.no_grad():

