@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,7 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
-from benchmarks.train import build_batch, timed_step  # noqa: E402
+from benchmarks.train import build_batch, machine_info, parse_step_arguments, timed_step  # noqa: E402
 from vmfmir_cli.data.media import load_audio, load_image  # noqa: E402
 from vmfmir_cli.training.build import make_optimizer  # noqa: E402
 from vmfmir_cli.training.config import load_config  # noqa: E402
@@ -65,18 +64,7 @@ def preprocess_ms(encoder, raws, repeats: int) -> float:
 
 
 def main(argv=None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.quick:
-        args.batch, args.rounds, args.warmup = 8, 2, 1
+    args = parse_step_arguments(argparse.ArgumentParser(description=__doc__.split("\n\n")[0]), argv)
     device = torch.device("cpu")
     from vmfmir_cli.training.synthetic import make_synthetic_dataset
 
@@ -124,13 +112,7 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "pretrained_step",
         "quick": bool(args.quick),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        },
+        "machine": machine_info(device),
         "batch": args.batch,
         "audio_seconds_per_item": 2.0 if args.quick else 10.0,
         "rounds": args.rounds,

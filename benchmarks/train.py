@@ -63,6 +63,34 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def parse_step_arguments(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """The options every step-timing benchmark shares (batch, rounds, warmup, threads, quick, out),
+    parsed; sets the torch thread count and shrinks the sizes for ``--quick``."""
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.batch, args.rounds, args.warmup = 8, 2, 1
+    return args
+
+
+def machine_info(device: torch.device) -> dict:
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+
+
 def timed_step(cfg, module, opt, inputs, masks, seed: int, device: torch.device, bf16: bool) -> float:
     """Seconds of one training step: encode the batch -> loss -> backward -> clipped optimiser step."""
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -106,17 +134,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--config", default=str(ROOT / "examples" / "proposed.toml"))
     parser.add_argument("--data", default=None, help="prepared dataset (default: a synthetic one)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.quick:
-        args.batch, args.rounds, args.warmup = 8, 2, 1
+    args = parse_step_arguments(parser, argv)
     device = torch.device(args.device)
 
     cfg = load_config(args.config, overrides={"device": args.device, "batch_size": args.batch})
@@ -205,14 +223,7 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "train_step",
         "quick": bool(args.quick),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        },
+        "machine": machine_info(device),
         "config": {
             "config_file": os.path.relpath(args.config, ROOT) if Path(args.config).is_absolute() else args.config,
             "batch": args.batch,

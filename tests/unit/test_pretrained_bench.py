@@ -141,3 +141,26 @@ def test_markdown_report():
     assert "| pre | pitch-cnn / wordllama-text | elk | 0.200 | 0.100 | 0.500 | 0.750 | - | - | - |" in text
     assert "| violin | 3 | 0.75 / 0.20 |" in text and "| sleepy violin | - | n/a |" in text
     assert text.rstrip().endswith("none.")
+
+
+def test_step_benchmark_quick_writes_json(tmp_path):
+    """benchmarks/pretrained_step.py --quick end to end (no timing asserts)."""
+    import json
+    import os
+    import subprocess
+
+    pytest.importorskip("vmfmir_pretrained", reason="install plugins/vmfmir-pretrained (make install)")
+    out = tmp_path / "step.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "pretrained_step.py"), "--quick", "--threads", "1", "--out", str(out)],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"),
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["benchmark"] == "pretrained_step" and data["quick"] is True and data["batch"] == 8
+    pre, base = data["models"]["pretrained"], data["models"]["built-in"]
+    assert {m: e["id"] for m, e in pre["encoders"].items()} == {"audio": "pitch-cnn", "image": "score-cnn",
+                                                                 "text": "wordllama-text"}
+    assert base["encoders"]["audio"]["id"] == "mel-cnn" and base["encoders"]["audio"]["frozen_parameters"] == 0
+    assert pre["encoders"]["text"]["frozen_parameters"] == 32000 * 256
+    assert pre["step_s"] > 0 and base["step_s"] > 0 and "pretrained / built-in step" in proc.stdout

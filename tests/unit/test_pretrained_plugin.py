@@ -101,6 +101,23 @@ def test_encoder_configs_are_checked_against_their_schema():
         audio_encoder(bin_pool=7)
 
 
+def test_the_example_config_is_the_proposed_recipe_with_the_pretrained_towers():
+    import dataclasses
+
+    from vmfmir_cli.training.build import resolve_encoders
+    from vmfmir_cli.training.config import load_config
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    pretrained, proposed = load_config(examples / "pretrained.toml"), load_config(examples / "proposed.toml")
+    specs = resolve_encoders(pretrained, pretrained.modalities)  # ids, keys and types checked
+    assert {m: spec[0] for m, spec in specs.items()} == {"audio": "pitch-cnn", "image": "score-cnn",
+                                                          "text": "wordllama-text"}
+    for field in dataclasses.fields(pretrained):
+        if field.name != "encoders":
+            assert getattr(pretrained, field.name) == getattr(proposed, field.name), field.name
+    assert pretrained.encoders["image"] == proposed.encoders["image"]
+
+
 # --------------------------------------------------------------------------------------------------
 # wordllama-text
 # --------------------------------------------------------------------------------------------------
