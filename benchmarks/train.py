@@ -64,6 +64,51 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def parse_step_arguments(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    """The options every step-timing benchmark shares (batch, rounds, warmup, threads, quick, out),
+    parsed; sets the torch thread count and shrinks the sizes for ``--quick``."""
+    parser.add_argument("--batch", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.quick:
+        args.batch, args.rounds, args.warmup = 8, 2, 1
+    return args
+
+
+def machine_info(device: torch.device) -> dict:
+    return {
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+
+
+def timed_step(cfg, module, opt, inputs, masks, seed: int, device: torch.device, bf16: bool) -> float:
+    """Seconds of one training step: encode the batch -> loss -> backward -> clipped optimiser step."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    _sync(device)
+    t0 = time.perf_counter()
+    ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else torch.autocast(device.type, enabled=False)
+    with ctx:
+        params, scale = module(inputs, masks)
+    total, _, _ = training_loss(params, masks, cfg, gen, None, scale)
+    opt.zero_grad(set_to_none=True)
+    total.backward()
+    torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], cfg.grad_clip)
+    opt.step()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
 def build_batch(cfg, data_dir: str, batch: int):
     data = load_training_data(data_dir, cfg.modalities)
     specs = resolve_encoders(cfg, data.modalities)
@@ -90,17 +135,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--config", default=str(ROOT / "examples" / "proposed.toml"))
     parser.add_argument("--data", default=None, help="prepared dataset (default: a synthetic one)")
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: torch's default)")
-    parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--out", default=None)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    if args.quick:
-        args.batch, args.rounds, args.warmup = 8, 2, 1
+    args = parse_step_arguments(parser, argv)
     device = torch.device(args.device)
 
     cfg = load_config(args.config, overrides={"device": args.device, "batch_size": args.batch})
@@ -144,19 +179,7 @@ def main(argv=None) -> dict:
 
     def step(loss: str, k: int) -> float:
         c, module, opt = setups[loss]
-        gen = torch.Generator(device=device).manual_seed(k)
-        _sync(device)
-        t0 = time.perf_counter()
-        ctx = torch.autocast(device_type=device.type, dtype=torch.bfloat16) if bf16 else torch.autocast(device.type, enabled=False)
-        with ctx:
-            params, scale = module(inputs, masks)
-        total, _, _ = training_loss(params, masks, c, gen, None, scale)
-        opt.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_([p for p in module.parameters() if p.requires_grad], c.grad_clip)
-        opt.step()
-        _sync(device)
-        return time.perf_counter() - t0
+        return timed_step(c, module, opt, inputs, masks, k, device, bf16)
 
     # the loss alone, on fixed (mu, kappa) of the batch
     with torch.no_grad():
@@ -201,14 +224,7 @@ def main(argv=None) -> dict:
     result = {
         "benchmark": "train_step",
         "quick": bool(args.quick),
-        "machine": {
-            "platform": platform.platform(),
-            "cpu_count": os.cpu_count(),
-            "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(),
-            "device": str(device) if device.type != "cuda" else torch.cuda.get_device_name(device),
-            "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        },
+        "machine": machine_info(device),
         "config": {
             "config_file": os.path.relpath(args.config, ROOT) if Path(args.config).is_absolute() else args.config,
             "batch": args.batch,
