@@ -152,7 +152,7 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Embed ``split`` with ``run`` into ``index_dir`` and score every applicable query."""
     from vmfmir_cli.data.captions import item_facts
-    from vmfmir_cli.encoders.model import read_model_config
+    from vmfmir_cli.model import read_model_config
     from vmfmir_cli.evaluation.evaluate import default_score, resolve_run, run_loss
     from vmfmir_cli.index import embed_dataset, load_index, search
     from vmfmir_cli.index.search import load_index_model

@@ -79,7 +79,7 @@ def _make_untrained_run(run_dir: Path, data_dir: Path, seed: int = 0, modalities
     import torch
 
     from vmfmir_cli.data.manifest import read_manifest
-    from vmfmir_cli.encoders.model import MultimodalModel, save_model
+    from vmfmir_cli.model import MultimodalModel, save_model
     from vmfmir_cli.plugins.manager import create_encoder, default_encoder_id
 
     torch.manual_seed(seed)

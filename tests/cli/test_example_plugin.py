@@ -66,7 +66,7 @@ def test_example_encoder_trains_saves_and_loads_through_the_core(installed, tmp_
     script = f"""
 import torch
 from vmfmir_cli.plugins.manager import create_encoder, default_encoder_id
-from vmfmir_cli.encoders.model import MultimodalModel, save_model, load_model
+from vmfmir_cli.model import MultimodalModel, save_model, load_model
 from vmfmir_cli.engine.vmf import VonMisesFisher
 
 torch.manual_seed(0)

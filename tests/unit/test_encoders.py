@@ -14,7 +14,7 @@ from vmfmir_cli.encoders.audio import MelCNN, frame_windows, window_starts
 from vmfmir_cli.encoders.base import Encoder, pad_sequences
 from vmfmir_cli.encoders.head import VMFHead
 from vmfmir_cli.encoders.image import ScoreCNN
-from vmfmir_cli.encoders.model import MultimodalModel, fuse_rows, load_model, save_model
+from vmfmir_cli.model import MultimodalModel, fuse_rows, load_model, save_model
 from vmfmir_cli.encoders.text import TextTransformer
 from vmfmir_cli.engine.vmf import VonMisesFisher, fuse
 from vmfmir_cli.errors import CheckpointError, ConfigError

@@ -81,7 +81,7 @@ def make_tiny_dataset(root: Path) -> Path:
 def make_tiny_run(run_dir: Path, data_dir: Path, loss: str = "proposed", seed: int = 0) -> Path:
     """An untrained run of the default encoders with varied kappa, as ``vmfmir train`` would save it."""
     from vmfmir_cli.data.manifest import read_manifest
-    from vmfmir_cli.encoders.model import MultimodalModel, save_model
+    from vmfmir_cli.model import MultimodalModel, save_model
     from vmfmir_cli.plugins.manager import default_encoder_id, get_registry
 
     torch.manual_seed(seed)

@@ -65,7 +65,7 @@ def test_index_files_and_counts(built):
 
 
 def test_encode_items_is_deterministic_and_reports_progress(built):
-    from vmfmir_cli.encoders.model import load_model
+    from vmfmir_cli.model import load_model
 
     model, _ = load_model(built["run"])
     items = read_manifest(built["data"])[:5]

@@ -21,7 +21,7 @@ pytest.importorskip("vmfmir_pretrained", reason="install plugins/vmfmir-pretrain
 from safetensors.torch import load_file  # noqa: E402
 
 from vmfmir_cli.encoders.audio import MelCNN  # noqa: E402
-from vmfmir_cli.encoders.model import ALLOW_EDITED_ENV, MultimodalModel, load_model, save_model  # noqa: E402
+from vmfmir_cli.model import ALLOW_EDITED_ENV, MultimodalModel, load_model, save_model  # noqa: E402
 from vmfmir_cli.encoders.safety import validate_encoder_config  # noqa: E402
 from vmfmir_cli.errors import CheckpointError, ConfigError, PluginError  # noqa: E402
 from vmfmir_cli.plugins import manager  # noqa: E402

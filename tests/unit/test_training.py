@@ -111,7 +111,7 @@ def test_each_loss_decreases_the_training_loss(syn, tmp_path, loss):
     assert config["val_mrr"] == pytest.approx(best["mrr"]) and rec.end["best_mrr"] == pytest.approx(best["mrr"])
     assert (tmp_path / "runs" / "latest").resolve() == run.resolve()
     # the saved model loads and encodes
-    from vmfmir_cli.encoders.model import load_model
+    from vmfmir_cli.model import load_model
 
     model, _ = load_model(run)
     dist = model.encode_raw("text", ["a waltz"])

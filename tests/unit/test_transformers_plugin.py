@@ -13,7 +13,7 @@ transformers = pytest.importorskip("transformers")
 
 from safetensors.torch import load_file  # noqa: E402
 
-from vmfmir_cli.encoders.model import MultimodalModel, load_model, save_model  # noqa: E402
+from vmfmir_cli.model import MultimodalModel, load_model, save_model  # noqa: E402
 from vmfmir_cli.errors import CheckpointError, ConfigError, PluginError  # noqa: E402
 from vmfmir_cli.plugins import manager  # noqa: E402
 

@@ -3,7 +3,7 @@
     result = evaluate_run(EvalOptions(run="runs/latest", data="data", split="test"))
     result.to_json()          # {"run", "split", "score", "n_items", "directions": {...}, "uncertainty": {...}}
 
-The run is loaded with :func:`vmfmir_cli.encoders.model.load_model`; every distinct media of the
+The run is loaded with :func:`vmfmir_cli.model.load_model`; every distinct media of the
 split (one per score image, not one per variant) is encoded once per modality with
 :func:`vmfmir_cli.index.encode.encode_items`, and :func:`.retrieval.evaluate_embeddings` does the
 rest. Several score kinds reuse the same embeddings (:func:`evaluate_run_scores`).
@@ -182,7 +182,7 @@ class LoadedRun:
 
 def load_and_encode(options: EvalOptions, on_progress: Optional[ProgressFn] = None) -> LoadedRun:
     """Load the run of ``options``, read the split and encode its media (the slow part)."""
-    from vmfmir_cli.encoders.model import load_model
+    from vmfmir_cli.model import load_model
 
     from vmfmir_cli.device import resolve_device
 

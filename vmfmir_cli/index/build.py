@@ -75,7 +75,7 @@ def run_model_hash(run_dir: Path, config: dict) -> str:
     h = config.get("hash")
     if h:
         return str(h)
-    from vmfmir_cli.encoders.model import WEIGHTS_FILE
+    from vmfmir_cli.model import WEIGHTS_FILE
 
     return store.hash_file(run_dir / WEIGHTS_FILE)
 
@@ -167,7 +167,7 @@ def _embed_items(
         rebuild: ignore an existing index and encode everything.
         model: an already loaded model of ``run`` (else loaded when something must be encoded).
     """
-    from vmfmir_cli.encoders.model import load_model, read_model_config
+    from vmfmir_cli.model import load_model, read_model_config
     from vmfmir_cli.index.encode import encode_items
 
     started = time.perf_counter()
@@ -351,7 +351,7 @@ def embed_files(
 
     ``skip_invalid``: leave out (and count) files that do not decode instead of stopping at the
     first; ``follow_symlinks``: also embed symlinks in a folder that lead out of it."""
-    from vmfmir_cli.encoders.model import read_model_config
+    from vmfmir_cli.model import read_model_config
     from vmfmir_cli.index.files import collect_files
 
     config = read_model_config(resolve_run(run))

