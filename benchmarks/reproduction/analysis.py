@@ -83,19 +83,18 @@ def retrieval(
     replicates: int = 2000,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """``{"directions": [...], "losses": {loss: {"seeds", "directions": {d: {metric: {...}}}, "overall"}},
-    "pairs": {"a-b": {"a", "b", "seeds", "directions": {d: {metric: bootstrap}}, "overall": {...}}}}``."""
+    """``{"directions": [...], "losses": {loss: {"seeds", "directions": {d: {metric: mean_std}}, "overall"}},
+    "pairs": {"a-b": {"a", "b", "seeds", "directions": {d: {metric: bootstrap}}, "overall": {...}}}}``; a
+    loss's own interval ("ci") for every metric overall and for MRR per direction."""
     directions = common_directions(r for recs in runs.values() for r in recs)
     out: dict[str, Any] = {"directions": directions, "losses": {}, "pairs": {}}
     for loss, recs in runs.items():
         ranks = direction_ranks(recs, directions)
         per_dir = {}
         for j, d in enumerate(directions):
-            per_dir[d] = {
-                m: {**mean_std([metric_value(rs[j], m) for rs in ranks]),
-                    "ci": _ci(bootstrap([[rs[j]] for rs in ranks], None, m, replicates, seed))}
-                for m in metrics
-            }
+            per_dir[d] = {m: mean_std([metric_value(rs[j], m) for rs in ranks]) for m in metrics}
+            if "mrr" in per_dir[d]:  # the interval of the loss's own MRR (the plot's error bars)
+                per_dir[d]["mrr"]["ci"] = _ci(bootstrap([[rs[j]] for rs in ranks], None, "mrr", replicates, seed))
             per_dir[d]["n_queries"] = int(ranks[0][j].numel())
         overall = {
             m: {**mean_std([statistics.fmean(metric_value(x, m) for x in rs) for rs in ranks]),

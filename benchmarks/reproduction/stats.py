@@ -62,16 +62,31 @@ def metric_value(ranks: torch.Tensor, metric: str) -> float:
     return recall_at_k(ranks, _recall_k(metric))
 
 
-def _replicate_values(ranks: torch.Tensor, idx: torch.Tensor, metric: str) -> torch.Tensor:
-    """The metric of ``ranks[idx[b]]`` for every replicate ``b``: ``(B,)`` from ranks ``(Q,)``, idx ``(B, Q)``."""
-    r = torch.as_tensor(ranks).to(torch.float64)[idx]
-    if metric == "mrr":
-        return r.reciprocal().mean(dim=1)
+def _counts(idx: torch.Tensor, n: int) -> torch.Tensor:
+    """``(n, B)`` float64: how often each of ``n`` queries is drawn in each replicate (from indices ``(B, n)``)."""
+    counts = torch.zeros((idx.shape[0], n), dtype=torch.float64)
+    counts.scatter_add_(1, idx, torch.ones_like(idx, dtype=torch.float64))
+    return counts.T.contiguous()
+
+
+def _replicate_values(ranks: torch.Tensor, counts: torch.Tensor, metric: str) -> torch.Tensor:
+    """The metric of every replicate ``(B,)``: ranks ``(Q,)`` drawn ``counts[q, b]`` times in replicate b.
+
+    The same numbers as computing the metric on the drawn ranks themselves, without materialising
+    them: a mean is a vector-matrix product; the median is read off the cumulative counts of the
+    sorted ranks (the mean of the two middle values for an even number of queries).
+    """
+    r = torch.as_tensor(ranks).to(torch.float64)
+    n = r.numel()
     if metric == "mr":
-        r = torch.sort(r, dim=1).values
-        n = r.shape[1]
-        return r[:, n // 2] if n % 2 else 0.5 * (r[:, n // 2 - 1] + r[:, n // 2])
-    return (r <= _recall_k(metric)).to(torch.float64).mean(dim=1)
+        order = torch.argsort(r)
+        cum = counts[order].cumsum_(dim=0)  # (Q, B): drawn queries with a rank <= the j-th smallest
+        lower = (cum <= (n - 1) // 2).sum(dim=0).clamp_max(n - 1)  # sorted position of the middle draw(s)
+        upper = (cum <= n // 2).sum(dim=0).clamp_max(n - 1)
+        sorted_r = r[order]
+        return 0.5 * (sorted_r[lower] + sorted_r[upper])
+    values = r.reciprocal() if metric == "mrr" else (r <= _recall_k(metric)).to(torch.float64)
+    return values @ counts / n
 
 
 def verdict(low: float, high: float, null: float = 0.0, lower_is_better: bool = False) -> str:
@@ -141,13 +156,13 @@ def bootstrap(
     estimate = statistics.fmean(point(s) for s in range(n_seeds))
     gen = torch.Generator().manual_seed(int(seed))
     seed_idx = torch.randint(n_seeds, (replicates, n_seeds), generator=gen)
-    query_idx = [torch.randint(q, (replicates, q), generator=gen) for q in sizes]
+    counts = [_counts(torch.randint(q, (replicates, q), generator=gen), q) for q in sizes]
     per_seed = torch.zeros((n_seeds, replicates), dtype=torch.float64)  # mean over groups, per seed
     for s in range(n_seeds):
-        for g, idx in enumerate(query_idx):
-            v = _replicate_values(a[s][g], idx, metric)
+        for g, w in enumerate(counts):
+            v = _replicate_values(a[s][g], w, metric)
             if b is not None:
-                v = v - _replicate_values(b[s][g], idx, metric)
+                v = v - _replicate_values(b[s][g], w, metric)
             per_seed[s] += v / len(sizes)
     reps = per_seed.gather(0, seed_idx.T).mean(dim=0)
     low, high = _interval(reps, level)
