@@ -116,6 +116,16 @@ def estimate(
     return {"total": prepare + sum(runs.values()), "prepare": prepare, "groups": groups, "runs": runs}
 
 
+def epochs_within(
+    specs: list[RunSpec], steps_per_epoch: int, epochs: int, costs: Costs, budget_s: float, prepare: float = 0.0
+) -> Optional[int]:
+    """The most epochs (at most ``epochs``) whose estimate fits ``budget_s``; None when not even one does."""
+    for e in range(epochs, 0, -1):
+        if estimate(specs, {s.key: e * steps_per_epoch for s in specs}, e, costs, prepare)["total"] <= budget_s:
+            return e
+    return None
+
+
 def describe(est: Mapping[str, Any], budget_s: Optional[float] = None) -> str:
     """One line: the estimate by stage (and how it compares with a budget)."""
     parts = [f"{g} {est['groups'][g] / 60:.0f} min" for g in GROUPS if est["groups"].get(g)]
@@ -135,6 +145,7 @@ __all__ = [
     "budget_per_loss",
     "cost_key",
     "describe",
+    "epochs_within",
     "estimate",
     "run_seconds",
     "study_specs",

@@ -254,7 +254,13 @@ class Study:
         specs = self.plan_all({})
         costs = self.costs(specs)
         est = plan.estimate(specs, self.steps_for(specs), self.epochs, costs, self.prepare_estimate)
-        log(plan.describe(est, self.args.budget_minutes * 60))
+        budget = self.args.budget_minutes * 60
+        log(plan.describe(est, budget))
+        if est["total"] > budget:
+            fits = plan.epochs_within(specs, self.spe, self.epochs, costs, budget, self.prepare_estimate)
+            log(f"the plan does not fit {self.args.budget_minutes:g} min: "
+                + (f"--epochs {fits} would" if fits else "fewer seeds or tuning settings would be needed")
+                + "; carrying on with the plan as asked")
         doc: dict[str, Any] = {"command": self.command, "quick": self.quick, "machine": machine, "estimate": est,
                                "costs": costs.to_json(), "prepare": {k: v for k, v in prep.items() if k != "dataset"}}
         if self.args.estimate_only:

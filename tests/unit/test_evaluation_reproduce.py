@@ -162,6 +162,8 @@ def test_the_estimate_adds_up_the_plan():
     assert est["groups"]["tune"] == pytest.approx(tune) and est["groups"]["main"] == pytest.approx(main)
     assert est["total"] == pytest.approx(60 + tune + main)
     assert "OVER BUDGET" in plan.describe(est, budget_s=100) and "OVER" not in plan.describe(est, budget_s=1e6)
+    fits = plan.epochs_within(specs, 25, 4, costs, budget_s=est["total"] - 1, prepare=60.0)
+    assert fits == 3 and plan.epochs_within(specs, 25, 4, costs, budget_s=10.0) is None
 
 
 def test_study_configs_are_what_vmfmir_train_reads(tmp_path):
