@@ -18,7 +18,6 @@ From those files the statistics are recomputed without encoding anything (``--re
 from __future__ import annotations
 
 import json
-import math
 import os
 import shlex
 import statistics
@@ -53,21 +52,11 @@ def _shown(cmd: list[str]) -> str:
     return shlex.join(["vmfmir", *cmd[3:]])
 
 
-def clean(value: Any) -> Any:
-    """JSON-safe: NaN/inf -> None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    return value
-
-
 def write_json(path: Path, doc: Any, indent: Optional[int] = 1) -> None:
-    from vmfmir_cli.utils_io import write_text
+    """Atomically, NaN written as null; ``indent=None``: compact (the per-run rank files)."""
+    from vmfmir_cli.utils_io import json_safe, write_text
 
-    write_text(path, json.dumps(clean(doc), indent=indent) + "\n")
+    write_text(path, json.dumps(json_safe(doc), indent=indent) + "\n")
 
 
 def machine_info() -> dict[str, Any]:
@@ -176,6 +165,28 @@ def _differences(run_dir: Path, config_file: Path, flags: dict, sets: list[str])
     return diff + (["epochs"] if saved.get("epochs") != wanted.get("epochs") else [])
 
 
+def _train_cmd(
+    config_file: Path, data: Path, loss: str, seed: int, epochs: int, runs: Path, name: str, device: Optional[str],
+    sets: list[str], extra: tuple[str, ...] | list[str] = (),
+) -> list[str]:
+    return vmfmir_cmd(
+        "train", "--quiet", "--json", "--config", str(config_file), "--data", str(data), "--loss", loss,
+        "--seed", str(seed), "--epochs", str(epochs), "--out", str(runs), "--name", name, *extra,
+        *(["--device", device] if device else []), *[a for s in sets for a in ("--set", s)],
+    )
+
+
+def _run_train(cmd: list[str], what: str, hint: str) -> tuple[dict[str, Any], float]:
+    """Run a ``vmfmir train --json`` command: (its summary, wall seconds); a failure stops the study."""
+    log(f"{what}: {_shown(cmd)}")
+    t0 = time.perf_counter()
+    proc = _run(cmd)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} failed (exit {proc.returncode}); {hint}")
+    return (json.loads(proc.stdout) if proc.stdout.strip() else {}), seconds
+
+
 def train(
     spec: RunSpec, config_file: Path, data: Path, runs: Path, epochs: int, sets: list[str], device: Optional[str]
 ) -> dict[str, Any]:
@@ -199,18 +210,8 @@ def train(
     elif run_dir.exists():
         raise SystemExit(f"{run_dir} exists but is not a run vmfmir can resume; remove it or pass another --runs folder")
     else:
-        cmd = vmfmir_cmd(
-            "train", "--quiet", "--json", "--config", str(config_file), "--data", str(data), "--loss", spec.loss,
-            "--seed", str(spec.seed), "--epochs", str(epochs), "--out", str(runs), "--name", spec.name,
-            *(["--device", device] if device else []), *[a for s in sets for a in ("--set", s)],
-        )
-    log(f"train {spec.key}: {_shown(cmd)}")
-    t0 = time.perf_counter()
-    proc = _run(cmd)
-    seconds = time.perf_counter() - t0
-    if proc.returncode != 0:
-        raise SystemExit(f"training {spec.key} failed (exit {proc.returncode}); rerun the study to resume it")
-    summary = json.loads(proc.stdout) if proc.stdout.strip() else {}
+        cmd = _train_cmd(config_file, data, spec.loss, spec.seed, epochs, runs, spec.name, device, sets)
+    summary, seconds = _run_train(cmd, f"train {spec.key}", "rerun the study to resume it")
     log(f"train {spec.key}: {seconds:.0f} s, best val MRR {summary.get('best_mrr', float('nan')):.4f}")
     return {**record, "reused": False, "command": _shown(cmd), "seconds": seconds, "summary": summary}
 
@@ -251,6 +252,7 @@ def probe(
     n_train: int,
     n_val: int,
     device: Optional[str],
+    sets: Optional[list[str]] = None,
     steps: int = 3,
 ) -> Costs:
     """Train ``steps`` steps of one run of every (encoder set, loss) of the plan and evaluate one of
@@ -270,20 +272,12 @@ def probe(
     for spec in specs:
         first.setdefault(cost_key(spec), spec)
     for key, spec in first.items():
-        cfg = load_config(configs[key])
+        cfg = load_config(configs[key], sets=sets)
         batch = min(cfg.batch_size, n_train)
         name = key.replace(":", "-")
-        cmd = vmfmir_cmd(
-            "train", "--quiet", "--json", "--config", str(configs[key]), "--data", str(data), "--loss", spec.loss,
-            "--seed", "0", "--epochs", str(epochs), "--max-steps", str(steps), "--out", str(folder), "--name", name,
-            "--set", "log_every=1", "--set", "checkpoint_every=0", *(["--device", device] if device else []),
-        )
-        log(f"probe {key}: {_shown(cmd)}")
-        t0 = time.perf_counter()
-        proc = _run(cmd)
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            raise SystemExit(f"the probe run of {key} failed (exit {proc.returncode}); see the messages above")
+        cmd = _train_cmd(configs[key], data, spec.loss, 0, epochs, folder, name, device,
+                         [*(sets or []), "log_every=1", "checkpoint_every=0"], ["--max-steps", str(steps)])
+        _, wall = _run_train(cmd, f"probe {key}", "see the messages above")
         times = _step_seconds(folder / name / "metrics.jsonl", batch)
         step_s[key] = statistics.median(times[1:] if len(times) > 1 else times)
         overhead[key] = max(0.0, wall - sum(times))
@@ -296,7 +290,7 @@ def probe(
     # a validation with a warm cache: the encoders' forward pass over the val split; a forward is
     # about a third of a training step's forward + backward (the cheapest loss: mostly encoders)
     cheapest = min(step_s.values())
-    batch = max(1, min(load_config(next(iter(configs.values()))).batch_size, n_train))
+    batch = max(1, min(load_config(next(iter(configs.values())), sets=sets).batch_size, n_train))
     val = cheapest * n_val / batch / 3
     return Costs(step_s, overhead, val, float(eval_s or 0.0), source=f"probe: {steps} steps per run on {data}")
 
@@ -401,7 +395,6 @@ def load_records(folder: Path) -> list[dict]:
 
 __all__ = [
     "RANKS_FORMAT",
-    "clean",
     "dataset_summary",
     "evaluate",
     "evaluate_run",

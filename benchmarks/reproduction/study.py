@@ -117,7 +117,8 @@ class Study:
         keys = sorted({plan.cost_key(s) for s in specs})
         if cache.is_file() and not self.args.reprobe:
             saved = json.loads(cache.read_text())
-            if sorted(saved.get("step", {})) == keys:
+            same = saved.get("data") == str(self.data) and saved.get("sets") == self.args.sets
+            if same and sorted(saved.get("step", {})) == keys:
                 log(f"probe: reusing the costs measured earlier ({cache}; --reprobe measures again)")
                 return plan.Costs(saved["step"], saved["overhead"], saved["val"], saved["eval"], saved["source"])
         configs = {}
@@ -130,9 +131,9 @@ class Study:
         t0 = time.perf_counter()
         items = self.dataset["items"]
         costs = stages.probe(specs, configs, self.data, folder / "runs", self.epochs, items["train"], items["val"],
-                             self.args.device)
+                             self.args.device, self.args.sets)
         self._timed("probe", time.perf_counter() - t0)
-        stages.write_json(cache, costs.to_json())
+        stages.write_json(cache, {**costs.to_json(), "data": str(self.data), "sets": self.args.sets})
         return costs
 
     def tune(self) -> Optional[dict]:
