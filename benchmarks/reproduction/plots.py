@@ -65,6 +65,7 @@ def plot_kappa_by_level(runs: Mapping[str, list[dict]], path: Path) -> Path:
     fig = _figure(width=3.3 * len(KAPPA_MODALITIES), height=3.4)
     for i, m in enumerate(KAPPA_MODALITIES):
         ax = fig.add_subplot(1, len(KAPPA_MODALITIES), i + 1)
+        spans: list[float] = []
         for j, loss in enumerate(l for l in PROBABILISTIC if l in runs):
             per_seed = [_kappa_rows(r, m) for r in runs[loss]]
             if not per_seed or not per_seed[0]:
@@ -73,7 +74,9 @@ def plot_kappa_by_level(runs: Mapping[str, list[dict]], path: Path) -> Path:
             values = [[row[k][1] for row in per_seed if k < len(row) and row[k][1] is not None] for k in range(len(xs))]
             ys = [statistics.fmean(v) if v else float("nan") for v in values]
             ax.plot(xs, ys, marker="o", label=loss, color=f"C{j}")
-        ax.set_yscale("log")
+            spans = spans or [y for y in ys if y == y and y > 0]
+        if spans and max(spans) > 10 * min(spans):  # kappa spans decades: a log axis
+            ax.set_yscale("log")
         ax.set_xlabel("caption level" if m == "text" else "view (share of the media)")
         ax.set_ylabel("median kappa")
         ax.set_title(m, fontsize=9)
@@ -97,8 +100,8 @@ def plot_reject_curves(q3: Mapping[str, Any], path: Path) -> Path:
             mean = [p["mean"] for p in curve]
             std = [p["std"] or 0.0 for p in curve]
             ax.plot(xs, mean, marker="o", label=loss, color=f"C{j}")
-            ax.fill_between(xs, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)], alpha=0.2,
-                            color=f"C{j}")
+            ax.fill_between(xs, [max(0.0, a - b) for a, b in zip(mean, std)], [min(1.0, a + b) for a, b in zip(mean, std)],
+                            alpha=0.2, color=f"C{j}")
         ax.set_xlabel("least confident queries rejected, %")
         ax.set_ylabel("R@1 of the queries kept")
         ax.set_title(f"{m} queries", fontsize=9)

@@ -365,9 +365,10 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"## {title}: Proposed vs Baseline vs InfoNCE on the music21 benchmark",
         "",
         f"Command: `{report['command']}` — {_minutes(report['seconds'])} on this machine "
-        f"({mach['cpu_count']} CPU cores, {mach['torch_threads']} torch threads, device {s.get('device') or 'auto'}, "
+        f"({mach['cpu_count']} CPU cores, torch threads {mach['torch_threads']}, device {s.get('device') or 'auto'}, "
         f"load average {mach.get('load_average_at_start', '?')} at the start, {mach.get('load_average_at_end', '?')} at the end); "
-        f"estimated beforehand: {_minutes(report['estimate']['total'])}.",
+        f"estimated before training: {_minutes(report['estimate']['total'])} (a fresh prepare at the README's rate + "
+        "the runs at the probe's measured costs; the probe's own time is not in it).",
         "",
         f"Data: `{ds['path']}` ({ds['items']['train']} train / {ds['items']['val']} val / {ds['items']['test']} test items; "
         f"prepare options {json.dumps(ds.get('options', {}))}). Every run: {s['epochs']} epoch(s) ({s['steps_per_run']} steps "

@@ -292,7 +292,7 @@ def probe(
     cheapest = min(step_s.values())
     batch = max(1, min(load_config(next(iter(configs.values())), sets=sets).batch_size, n_train))
     val = cheapest * n_val / batch / 3
-    return Costs(step_s, overhead, val, float(eval_s or 0.0), source=f"probe: {steps} steps per run on {data}")
+    return Costs(step_s, overhead, val, float(eval_s or 0.0), source=f"probe: {steps} steps of each loss on the study's data")
 
 
 # --------------------------------------------------------------------------------------------------

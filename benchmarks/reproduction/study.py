@@ -76,7 +76,8 @@ class Study:
         if not args.side:
             self.side_status = "Not run (opt-in: `--side`; it does not fit the 2-hour budget with the main table)."
         elif self.side_encoders is None:
-            self.side_status = f"Skipped: {self.side_config} does not exist (the other encoder set is not available yet)."
+            self.side_status = (f"Skipped: {_shown_path(self.side_config)} does not exist (the other encoder set is not "
+                                "available yet).")
         else:
             self.side_status = "run"
 
@@ -192,7 +193,7 @@ class Study:
         doc["q3"] = analysis.question3(main, replicates=b, seed=seed)
         doc["q4"] = analysis.question4(main, replicates=b, seed=seed)
         side = analysis.by_loss(records, "side")
-        doc["side"] = {"config": str(self.side_config) if self.side_config else None, "status": self.side_status}
+        doc["side"] = {"config": _shown_path(self.side_config) if self.side_config else None, "status": self.side_status}
         if side:
             doc["side"].update({"retrieval": analysis.retrieval(side, replicates=b, seed=seed),
                                 "seeds": sorted({r["seed"] for recs in side.values() for r in recs})})
@@ -207,7 +208,7 @@ class Study:
 
     def setup(self, chosen: dict, specs: list[plan.RunSpec]) -> dict:
         return {
-            "dataset": self.dataset,
+            "dataset": {**self.dataset, "path": _shown_path(self.data)},
             "epochs": self.epochs,
             "steps_per_run": self.epochs * self.spe,
             "batch_size": self.batch,
