@@ -57,6 +57,8 @@ class Study:
         unknown = [l for l in self.losses if l not in LOSSES]
         if unknown:
             raise SystemExit(f"unknown loss {unknown[0]!r}; choose from {', '.join(LOSSES)}")
+        if args.tune and self.tune_n < 1:
+            raise SystemExit("--tune runs the tuning stage only: it needs --tune-settings >= 1 (and no --no-tune)")
         self.config_dir = args.configs.resolve()
         self.command = shlex.join(["python", "benchmarks/reproduce.py", *argv])
         self.t0 = time.perf_counter()
@@ -254,6 +256,8 @@ class Study:
             f"setting(s) per loss, side table: {'yes' if self.side_encoders else 'no'}; machine {machine['cpu_count']} "
             f"cores, load {machine['load_average_at_start']}")
         specs = self.plan_all({})
+        if self.args.tune:  # only the tuning runs
+            specs = [s for s in specs if s.group == "tune"]
         costs = self.costs(specs)
         est = plan.estimate(specs, self.steps_for(specs), self.epochs, costs, self.prepare_estimate)
         budget = self.args.budget_minutes * 60
@@ -273,7 +277,7 @@ class Study:
         chosen = (tuning or {}).get("chosen", {})
         doc["tuning"] = tuning
         if self.args.tune:
-            doc["setup"] = self.setup(chosen, specs[: len(settings.tuning_grid(self.losses, self.tune_n))])
+            doc["setup"] = self.setup(chosen, specs)
             doc["runs"] = self.train_records
             return self.finish(doc, tuning_only=True)
         study = plan.study_specs(self.losses, self.seeds, {l: c["overrides"] for l, c in chosen.items()},
