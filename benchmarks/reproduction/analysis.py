@@ -76,29 +76,44 @@ def common_directions(recs: Iterable[dict]) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
+def direction_pieces(recs: list[dict], directions: Sequence[str], by_piece: bool = True) -> Optional[list[torch.Tensor]]:
+    """The piece of every query of each direction (the bootstrap's clusters), or None (resample queries)."""
+    if not by_piece or not recs:
+        return None
+    first = recs[0]["ranks"]["directions"]
+    if any("piece" not in first[d] for d in directions):
+        return None
+    return [torch.tensor(first[d]["piece"], dtype=torch.long) for d in directions]
+
+
 def retrieval(
     runs: Mapping[str, list[dict]],
     metrics: Sequence[str] = METRICS,
     pairs: Sequence[tuple[str, str]] = PAIRS,
     replicates: int = 2000,
     seed: int = 0,
+    by_piece: bool = True,
 ) -> dict[str, Any]:
     """``{"directions": [...], "losses": {loss: {"seeds", "directions": {d: {metric: mean_std}}, "overall"}},
     "pairs": {"a-b": {"a", "b", "seeds", "directions": {d: {metric: bootstrap}}, "overall": {...}}}}``; a
     loss's own interval ("ci") for every metric overall and for MRR per direction."""
     directions = common_directions(r for recs in runs.values() for r in recs)
-    out: dict[str, Any] = {"directions": directions, "losses": {}, "pairs": {}}
+    pieces = direction_pieces([r for recs in runs.values() for r in recs], directions, by_piece)
+    one = (lambda j: None) if pieces is None else (lambda j: [pieces[j]])
+    out: dict[str, Any] = {"directions": directions, "losses": {}, "pairs": {},
+                           "resampled": "queries" if pieces is None else "pieces"}
     for loss, recs in runs.items():
         ranks = direction_ranks(recs, directions)
         per_dir = {}
         for j, d in enumerate(directions):
             per_dir[d] = {m: mean_std([metric_value(rs[j], m) for rs in ranks]) for m in metrics}
             if "mrr" in per_dir[d]:  # the interval of the loss's own MRR (the plot's error bars)
-                per_dir[d]["mrr"]["ci"] = _ci(bootstrap([[rs[j]] for rs in ranks], None, "mrr", replicates, seed))
+                boot = bootstrap([[rs[j]] for rs in ranks], None, "mrr", replicates, seed, clusters=one(j))
+                per_dir[d]["mrr"]["ci"] = _ci(boot)
             per_dir[d]["n_queries"] = int(ranks[0][j].numel())
         overall = {
             m: {**mean_std([statistics.fmean(metric_value(x, m) for x in rs) for rs in ranks]),
-                "ci": _ci(bootstrap(ranks, None, m, replicates, seed))}
+                "ci": _ci(bootstrap(ranks, None, m, replicates, seed, clusters=pieces))}
             for m in metrics
         }
         out["losses"][loss] = {"seeds": [r["seed"] for r in recs], "directions": per_dir, "overall": overall}
@@ -112,10 +127,11 @@ def retrieval(
             "b": b,
             "seeds": [r["seed"] for r in ra],
             "directions": {
-                d: {m: bootstrap([[x[j]] for x in xa], [[x[j]] for x in xb], m, replicates, seed) for m in metrics}
+                d: {m: bootstrap([[x[j]] for x in xa], [[x[j]] for x in xb], m, replicates, seed, clusters=one(j))
+                    for m in metrics}
                 for j, d in enumerate(directions)
             },
-            "overall": {m: bootstrap(xa, xb, m, replicates, seed) for m in metrics},
+            "overall": {m: bootstrap(xa, xb, m, replicates, seed, clusters=pieces) for m in metrics},
         }
     return out
 
@@ -129,27 +145,28 @@ def _ci(boot: dict) -> dict:
 # --------------------------------------------------------------------------------------------------
 
 
-def caption_level_ranks(rec: dict, level: int) -> Optional[torch.Tensor]:
-    """Ranks of the caption queries of ``level``, pooled over the targets (audio, then image)."""
+def caption_level(rec: dict, level: int, key: str = "ranks") -> Optional[torch.Tensor]:
+    """``key`` ("ranks" or "piece") of the caption queries of ``level``, pooled over the targets
+    (audio, then image); None when the record has none."""
     caps = rec["ranks"].get("captions") or {}
-    parts = [
-        [r for r, lvl in zip(caps[t]["ranks"], caps[t]["level"]) if lvl == level] for t in sorted(caps)
-    ]
-    flat = [r for p in parts for r in p]
+    flat = [v for t in sorted(caps) for v, lvl in zip(caps[t].get(key) or [], caps[t]["level"]) if lvl == level]
     return _ranks(flat) if flat else None
 
 
-def fused_ranks(rec: dict, kind: str) -> Optional[torch.Tensor]:
+def fused(rec: dict, key: str) -> Optional[torch.Tensor]:
+    """``key`` (a fusion kind's ranks, or "piece") of the image + caption -> audio queries."""
     fusion = rec["ranks"].get("fusion")
-    return None if not fusion else _ranks(fusion[kind])
+    return None if not fusion or key not in fusion else _ranks(fusion[key])
 
 
-def _compare(a_ranks: list, b_ranks: list, metric: str, replicates: int, seed: int) -> Optional[dict]:
+def _compare(a_ranks: list, b_ranks: list, metric: str, replicates: int, seed: int,
+             pieces: Optional[torch.Tensor] = None) -> Optional[dict]:
     if not a_ranks or any(x is None for x in a_ranks + b_ranks):
         return None
     if len({int(x.numel()) for x in a_ranks + b_ranks}) != 1:
         raise ValueError("the runs compared have different queries (another test split?)")
-    return bootstrap([[x] for x in a_ranks], [[x] for x in b_ranks], metric, replicates, seed)
+    clusters = None if pieces is None else [pieces]
+    return bootstrap([[x] for x in a_ranks], [[x] for x in b_ranks], metric, replicates, seed, clusters=clusters)
 
 
 def _means(ranks: list, metric: str = "mrr") -> Optional[dict]:
@@ -159,34 +176,41 @@ def _means(ranks: list, metric: str = "mrr") -> Optional[dict]:
 
 
 def question2(
-    runs: Mapping[str, list[dict]], levels: Sequence[int] = (3, 1), replicates: int = 2000, seed: int = 0
+    runs: Mapping[str, list[dict]], levels: Sequence[int] = (3, 1), replicates: int = 2000, seed: int = 0,
+    by_piece: bool = True,
 ) -> dict[str, Any]:
     """Per probabilistic loss P: P - InfoNCE on the captions of each level (MRR), and P's product of
     experts against InfoNCE's mean of directions on image + caption -> audio (all levels), plus P's
     own product of experts against its own mean of directions."""
-    out: dict[str, Any] = {"levels": {}, "fusion": {}, "metric": "mrr"}
+    anyone = next((r for recs in runs.values() for r in recs), None)
+    has_pieces = anyone is not None and "piece" in ((anyone["ranks"].get("fusion") or {}))
+    out: dict[str, Any] = {"levels": {}, "fusion": {}, "metric": "mrr",
+                           "resampled": "pieces" if by_piece and has_pieces else "queries"}
     for level in levels:
-        row: dict[str, Any] = {"mrr": {l: _means([caption_level_ranks(r, level) for r in recs]) for l, recs in runs.items()}}
+        row: dict[str, Any] = {"mrr": {l: _means([caption_level(r, level) for r in recs]) for l, recs in runs.items()}}
+        pieces = caption_level(anyone, level, "piece") if by_piece and anyone else None
         for p in PROBABILISTIC:
             ra, rb = _paired(runs, p, "infonce")
             row[pair_name(p, "infonce")] = _compare(
-                [caption_level_ranks(r, level) for r in ra], [caption_level_ranks(r, level) for r in rb], "mrr", replicates, seed
+                [caption_level(r, level) for r in ra], [caption_level(r, level) for r in rb], "mrr", replicates, seed,
+                pieces,
             )
         out["levels"][str(level)] = row
     fusion: dict[str, Any] = {
-        "mrr": {l: {k: _means([fused_ranks(r, k) for r in recs]) for k in ("product_of_experts", "mean_direction", "image_only")}
+        "mrr": {l: {k: _means([fused(r, k) for r in recs]) for k in ("product_of_experts", "mean_direction", "image_only")}
                 for l, recs in runs.items()}
     }
+    pieces = fused(anyone, "piece") if by_piece and anyone else None
     for p in PROBABILISTIC:
         ra, rb = _paired(runs, p, "infonce")
         fusion[f"{p}_poe-infonce_mean"] = _compare(
-            [fused_ranks(r, "product_of_experts") for r in ra], [fused_ranks(r, "mean_direction") for r in rb],
-            "mrr", replicates, seed,
+            [fused(r, "product_of_experts") for r in ra], [fused(r, "mean_direction") for r in rb],
+            "mrr", replicates, seed, pieces,
         )
         own = runs.get(p, [])
         fusion[f"{p}_poe-{p}_mean"] = _compare(
-            [fused_ranks(r, "product_of_experts") for r in own], [fused_ranks(r, "mean_direction") for r in own],
-            "mrr", replicates, seed,
+            [fused(r, "product_of_experts") for r in own], [fused(r, "mean_direction") for r in own],
+            "mrr", replicates, seed, pieces,
         )
     out["fusion"] = fusion
     return out
@@ -326,10 +350,11 @@ __all__ = [
     "NULLS",
     "PAIRS",
     "by_loss",
-    "caption_level_ranks",
+    "caption_level",
     "common_directions",
+    "direction_pieces",
     "direction_ranks",
-    "fused_ranks",
+    "fused",
     "kappa_agreement",
     "kappa_measures",
     "mean_reject_curve",

@@ -124,7 +124,8 @@ def answer_q1(retrieval: Mapping[str, Any]) -> str:
     return (
         f"{title} {summarize(verdicts, 'Proposed beats Baseline on', 'Proposed is worse than Baseline on')}. "
         f"Proposed − Baseline, mean of {n_dir} directions: " + "; ".join(parts)
-        + f" (95% bootstrap intervals over {len(pair['seeds'])} seeds × the test queries; lower MR is better)."
+        + f" (95% bootstrap intervals over {len(pair['seeds'])} seeds × the test {retrieval.get('resampled', 'queries')};"
+        " lower MR is better)."
     )
 
 
@@ -158,7 +159,7 @@ def answer_q2(q2: Mapping[str, Any]) -> str:
     tail = f" (A model's own product of experts − its own mean of directions: {', '.join(own)}.)" if own else ""
     return (
         f"{title} {summarize(verdicts, 'better on', 'worse on')}. MRR differences: " + "; ".join(parts)
-        + " (95% bootstrap intervals over seeds × queries)." + tail
+        + f" (95% bootstrap intervals over seeds × {q2.get('resampled', 'queries')})." + tail
     )
 
 
@@ -378,7 +379,8 @@ def markdown(report: Mapping[str, Any]) -> str:
         + (f" with `--set {' --set '.join(s['sets'])}`" if s.get("sets") else "")
         + f"; seeds {', '.join(map(str, s['seeds']))}. Test scores: "
         + ", ".join(f"{l} {sc}" for l, sc in s["scores"].items())
-        + f". Intervals: {s['replicates']} bootstrap replicates (seed {s['bootstrap_seed']}).",
+        + f". Intervals: {s['replicates']} bootstrap replicates (seed {s['bootstrap_seed']}), drawing seeds and "
+        f"test {s.get('resample', 'pieces')} with replacement.",
         "",
         "### The answers",
         "",

@@ -10,7 +10,8 @@ eval``) so that the per-query ranks can be saved: one JSON file per run with the
 * ``captions[target]``: every caption query against audio / image: its index, caption level and rank;
 * ``fusion``: image + caption -> audio, per query: level and the ranks of the product of experts,
   the mean of the two directions (cosine) and the image alone;
-* ``items``: per test item, the kappa of its audio, image and text (the agreement of question 4).
+* ``items``: per test item, the kappa of its audio, image and text (the agreement of question 4);
+* ``pieces`` and a ``piece`` index per query everywhere: the bootstrap resamples whole pieces.
 
 From those files the statistics are recomputed without encoding anything (``--report-only``).
 """
@@ -30,7 +31,7 @@ from typing import Any, Optional
 from benchmarks.reproduction.plan import Costs, RunSpec, cost_key
 from benchmarks.reproduction.settings import ROOT, to_toml
 
-RANKS_FORMAT = 1
+RANKS_FORMAT = 2  # 2: the piece of every query
 
 
 def log(message: str) -> None:
@@ -320,10 +321,15 @@ def per_query(loaded, result) -> dict[str, Any]:
     from vmfmir_cli.evaluation.tasks import media_key
 
     trained = not is_deterministic(loaded.loss)
+    items = loaded.items
+    pieces = list(dict.fromkeys(it.group for it in items))
+    piece = {g: i for i, g in enumerate(pieces)}
     out: dict[str, Any] = {
         "kappa_trained": trained,
+        "pieces": pieces,
         "directions": {
-            name: {"ranks": d.ranks.tolist(), "query_kappa": _g6(d.query_kappa) if trained else None}
+            name: {"ranks": d.ranks.tolist(), "query_kappa": _g6(d.query_kappa) if trained else None,
+                   "piece": _query_pieces(items, d.sources, d.target, piece)}
             for name, d in result.directions.items()
         },
         "captions": {},
@@ -336,20 +342,32 @@ def per_query(loaded, result) -> dict[str, Any]:
             idx = sel.tolist()
             out["captions"][target] = {
                 "query": idx,
+                "piece": [piece[items[captions.items[j]].group] for j in idx],
                 "level": [captions.levels[j] for j in idx],
                 "ranks": ranks.tolist(),
                 "kappa": _g6(kappa[sel]) if trained else None,
             }
         fused = fusion_ranks(loaded.items, loaded.embeddings, captions, result.score)
         if fused is not None:
-            out["fusion"] = {"query": fused["queries"].tolist(), "level": fused["levels"].tolist(),
-                             **{k: fused[k].tolist() for k in FUSION_KINDS}}
+            query = fused["queries"].tolist()
+            out["fusion"] = {"query": query, "piece": [piece[items[captions.items[j]].group] for j in query],
+                             "level": fused["levels"].tolist(), **{k: fused[k].tolist() for k in FUSION_KINDS}}
     kappas = {}
     for m, emb in loaded.embeddings.items():
         row = {k: float(v) for k, v in zip(emb.keys, emb.kappa.tolist())}
         kappas[m] = [None if media_key(it, m) is None else float(f"{row[media_key(it, m)]:.6g}") for it in loaded.items]
-    out["items"] = {"ids": [it.id for it in loaded.items], "kappa": kappas}
+    out["items"] = {"ids": [it.id for it in items], "piece": [piece[it.group] for it in items], "kappa": kappas}
     return out
+
+
+def _query_pieces(items, sources, target, piece: dict) -> list[int]:
+    """The piece of every query of a direction, in the order of its ranks (:func:`build_task`'s queries)."""
+    from vmfmir_cli.evaluation.tasks import build_task, media_key
+
+    first: dict[tuple, int] = {}
+    for it in items:
+        first.setdefault(tuple(media_key(it, m) for m in sources), piece[it.group])
+    return [first[q] for q in build_task(items, sources, target).queries]
 
 
 def _model_stamp(run_dir: Path) -> dict[str, int]:

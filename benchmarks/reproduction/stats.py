@@ -5,7 +5,10 @@ Pure torch, no file I/O, so every number can be recomputed from the per-query ra
 **The crossed bootstrap** (:func:`bootstrap`). Every run of every loss is evaluated on the same
 test queries, so seeds and queries are crossed factors. One replicate draws ``S`` seed indices with
 replacement and, for every group of queries (a direction, or the caption queries of one level),
-``Q_g`` query indices with replacement, shared by all drawn seeds. A metric is computed per seed and
+``Q_g`` query indices with replacement, shared by all drawn seeds; or, with ``clusters`` (the
+study's default: the piece of each query), ``P`` pieces with replacement, shared by every group and
+seed, each bringing all its queries (the queries of one piece are not independent: its two
+performances share the score image, and a hard piece is hard in every direction). A metric is computed per seed and
 group on the drawn queries, averaged over the groups (so "overall" is the mean over directions, as
 in the tables), then over the drawn seeds. For a *paired* difference the two losses are evaluated on
 the same draws: the same seed index (seed ``s`` of A against seed ``s`` of B) and the same queries.
@@ -73,20 +76,24 @@ def _replicate_values(ranks: torch.Tensor, counts: torch.Tensor, metric: str) ->
     """The metric of every replicate ``(B,)``: ranks ``(Q,)`` drawn ``counts[q, b]`` times in replicate b.
 
     The same numbers as computing the metric on the drawn ranks themselves, without materialising
-    them: a mean is a vector-matrix product; the median is read off the cumulative counts of the
-    sorted ranks (the mean of the two middle values for an even number of queries).
+    them: a mean is a vector-matrix product over the number drawn; the median is read off the
+    cumulative counts of the sorted ranks (the mean of the two middle draws for an even number).
+    A replicate that draws none of the queries is NaN.
     """
     r = torch.as_tensor(ranks).to(torch.float64)
     n = r.numel()
+    total = counts.sum(dim=0)  # (B,): queries drawn per replicate (n when queries are drawn one by one)
     if metric == "mr":
         order = torch.argsort(r)
         cum = counts[order].cumsum_(dim=0)  # (Q, B): drawn queries with a rank <= the j-th smallest
-        lower = (cum <= (n - 1) // 2).sum(dim=0).clamp_max(n - 1)  # sorted position of the middle draw(s)
-        upper = (cum <= n // 2).sum(dim=0).clamp_max(n - 1)
+        lower = (cum <= torch.div(total - 1, 2, rounding_mode="floor")).sum(dim=0).clamp_max(n - 1)
+        upper = (cum <= torch.div(total, 2, rounding_mode="floor")).sum(dim=0).clamp_max(n - 1)
         sorted_r = r[order]
-        return 0.5 * (sorted_r[lower] + sorted_r[upper])
-    values = r.reciprocal() if metric == "mrr" else (r <= _recall_k(metric)).to(torch.float64)
-    return values @ counts / n
+        out = 0.5 * (sorted_r[lower] + sorted_r[upper])
+    else:
+        values = r.reciprocal() if metric == "mrr" else (r <= _recall_k(metric)).to(torch.float64)
+        out = values @ counts / total.clamp_min(1)
+    return out.masked_fill(total == 0, float("nan"))
 
 
 def verdict(low: float, high: float, null: float = 0.0, lower_is_better: bool = False) -> str:
@@ -100,7 +107,7 @@ def verdict(low: float, high: float, null: float = 0.0, lower_is_better: bool = 
 
 def _interval(reps: torch.Tensor, level: float) -> tuple[float, float]:
     alpha = (1.0 - level) / 2.0
-    q = torch.quantile(reps.to(torch.float64), torch.tensor([alpha, 1.0 - alpha], dtype=torch.float64))
+    q = torch.nanquantile(reps.to(torch.float64), torch.tensor([alpha, 1.0 - alpha], dtype=torch.float64))
     return float(q[0]), float(q[1])
 
 
@@ -124,6 +131,7 @@ def bootstrap(
     replicates: int = DEFAULT_REPLICATES,
     seed: int = 0,
     level: float = DEFAULT_LEVEL,
+    clusters: Optional[Sequence[torch.Tensor]] = None,
 ) -> dict[str, Any]:
     """The crossed seeds x queries bootstrap of ``metric`` of A, or of A - B paired (module docstring).
 
@@ -131,6 +139,11 @@ def bootstrap(
         a, b: ``[seed][group]`` 1-based ranks; B (optional) must have the same seeds, groups and query
             counts as A (seed ``s`` of A is paired with seed ``s`` of B, query ``q`` with query ``q``).
         metric: ``mrr``, ``mr`` or ``r<k>``.
+        clusters: per group, the cluster id (``0 .. P-1``, e.g. the piece) of every query. Given, a
+            replicate draws P clusters with replacement, once for every group and seed, and takes
+            every query of each drawn cluster: queries of one piece (its two performances, its
+            captions, the directions it appears in) are resampled together. None: queries are
+            drawn one by one, independently per group.
 
     Returns:
         ``{"metric", "estimate", "low", "high", "level", "replicates", "seed", "n_seeds",
@@ -156,7 +169,15 @@ def bootstrap(
     estimate = statistics.fmean(point(s) for s in range(n_seeds))
     gen = torch.Generator().manual_seed(int(seed))
     seed_idx = torch.randint(n_seeds, (replicates, n_seeds), generator=gen)
-    counts = [_counts(torch.randint(q, (replicates, q), generator=gen), q) for q in sizes]
+    if clusters is None:
+        counts = [_counts(torch.randint(q, (replicates, q), generator=gen), q) for q in sizes]
+    else:
+        ids = [torch.as_tensor(c, dtype=torch.long) for c in clusters]
+        if [int(c.numel()) for c in ids] != sizes:
+            raise ValueError(f"clusters must give one id per query of each group ({sizes}), got {[c.numel() for c in ids]}")
+        n_clusters = int(max(int(c.max()) for c in ids)) + 1
+        drawn = _counts(torch.randint(n_clusters, (replicates, n_clusters), generator=gen), n_clusters)  # (P, B)
+        counts = [drawn[c] for c in ids]
     per_seed = torch.zeros((n_seeds, replicates), dtype=torch.float64)  # mean over groups, per seed
     for s in range(n_seeds):
         for g, w in enumerate(counts):
@@ -164,7 +185,7 @@ def bootstrap(
             if b is not None:
                 v = v - _replicate_values(b[s][g], w, metric)
             per_seed[s] += v / len(sizes)
-    reps = per_seed.gather(0, seed_idx.T).mean(dim=0)
+    reps = per_seed.gather(0, seed_idx.T).mean(dim=0)  # NaN where a replicate drew none of a group's queries
     low, high = _interval(reps, level)
     lower = metric in LOWER_IS_BETTER
     return {
@@ -177,6 +198,7 @@ def bootstrap(
         "seed": seed,
         "n_seeds": n_seeds,
         "n_queries": sizes,
+        "resampled": "queries" if clusters is None else "clusters",
         "lower_is_better": lower,
         "verdict": verdict(low, high, 0.0, lower),
     }

@@ -190,14 +190,15 @@ class Study:
         t0 = time.perf_counter()
         b, seed = self.replicates, self.args.bootstrap_seed
         main = analysis.by_loss(records, "main")
-        doc["retrieval"] = analysis.retrieval(main, replicates=b, seed=seed)
-        doc["q2"] = analysis.question2(main, replicates=b, seed=seed)
+        by_piece = self.args.resample == "pieces"
+        doc["retrieval"] = analysis.retrieval(main, replicates=b, seed=seed, by_piece=by_piece)
+        doc["q2"] = analysis.question2(main, replicates=b, seed=seed, by_piece=by_piece)
         doc["q3"] = analysis.question3(main, replicates=b, seed=seed)
         doc["q4"] = analysis.question4(main, replicates=b, seed=seed)
         side = analysis.by_loss(records, "side")
         doc["side"] = {"config": _shown_path(self.side_config) if self.side_config else None, "status": self.side_status}
         if side:
-            doc["side"].update({"retrieval": analysis.retrieval(side, replicates=b, seed=seed),
+            doc["side"].update({"retrieval": analysis.retrieval(side, replicates=b, seed=seed, by_piece=by_piece),
                                 "seeds": sorted({r["seed"] for recs in side.values() for r in recs})})
         doc["answers"] = report.answers(doc)
         folder = self.out / f"{self.stem}-plots"
@@ -224,6 +225,7 @@ class Study:
             "scores": {l: self.args.score or ("cosine" if l == "infonce" else "elk") for l in self.losses},
             "replicates": self.replicates,
             "bootstrap_seed": self.args.bootstrap_seed,
+            "resample": self.args.resample,
             "budget": plan.budget_per_loss(specs, self.steps_for(specs)),
             "runs_folder": str(self.runs),
             "ranks_folder": str(self.ranks_dir),
@@ -296,6 +298,7 @@ class Study:
         self.stage_seconds = {k: v for k, v in doc.get("stages", {}).items() if k != "analysis"}
         records = stages.load_records(self.ranks_dir)
         doc["setup"]["replicates"], doc["setup"]["bootstrap_seed"] = self.replicates, self.args.bootstrap_seed
+        doc["setup"]["resample"] = self.args.resample
         self.t0 -= doc.get("seconds", 0.0)  # the total stays the study's own time (+ this analysis)
         return self.finish(self.analyse(records, doc))
 
@@ -334,6 +337,9 @@ def parser(doc: str) -> argparse.ArgumentParser:
     a("--score", help="retrieval score of the test evaluation (default: elk, cosine for infonce)")
     a("--replicates", type=int, help=f"bootstrap replicates (default {full.replicates})")
     a("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap (default 0)")
+    a("--resample", choices=("pieces", "queries"), default="pieces",
+      help="what the bootstrap draws besides seeds: whole test pieces with all their queries (default), or "
+           "queries one by one")
     a("--budget-minutes", type=float, default=120.0, help="the budget the estimate is compared with (default 120)")
     a("--reprobe", action="store_true", help="measure the costs again instead of reusing the last probe")
     return p

@@ -108,6 +108,39 @@ def test_overall_is_the_mean_over_groups_and_pairing_is_checked():
         stats.bootstrap([[t([1, 2])], [t([1, 2, 3])]], None, "mrr")
 
 
+def test_resampling_whole_pieces_widens_the_interval_of_duplicated_queries():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randint(1, 40, (30,), generator=gen)
+    dup = x.repeat(4)  # every piece has four identical queries
+    pieces = torch.arange(30).repeat(4)
+    by_query = stats.bootstrap([[dup]], None, "mrr", replicates=2000, seed=1)
+    by_piece = stats.bootstrap([[dup]], None, "mrr", replicates=2000, seed=1, clusters=[pieces])
+    distinct = stats.bootstrap([[x]], None, "mrr", replicates=2000, seed=1)
+    width = lambda b: b["high"] - b["low"]  # noqa: E731
+    assert by_piece["resampled"] == "clusters" and by_query["resampled"] == "queries"
+    assert width(by_piece) > 1.5 * width(by_query)  # four copies are not four observations
+    assert width(by_piece) == pytest.approx(width(distinct), rel=0.2)
+    assert by_piece["estimate"] == by_query["estimate"] == pytest.approx(stats.metric_value(x, "mrr"))
+    same = stats.bootstrap([[dup], [dup]], [[dup], [dup]], "mr", replicates=200, clusters=[pieces])
+    assert same["low"] == same["high"] == 0.0 and same["verdict"] == "none"
+    with pytest.raises(ValueError, match="one id per query"):
+        stats.bootstrap([[dup]], None, "mrr", clusters=[pieces[:10]])
+
+
+def test_replicates_of_weighted_draws_equal_the_metric_of_the_drawn_multiset():
+    gen = torch.Generator().manual_seed(2)
+    r = torch.randint(1, 20, (12,), generator=gen)
+    pieces = torch.tensor([0, 0, 1, 1, 1, 2, 3, 3, 4, 4, 4, 4])
+    drawn = stats._counts(torch.randint(5, (40, 5), generator=gen), 5)[pieces]  # (12, 40)
+    for m in ("mrr", "r1", "r10", "mr"):
+        direct = []
+        for b in range(40):
+            picked = torch.cat([r[q].repeat(int(drawn[q, b])) for q in range(12)])
+            direct.append(stats.metric_value(picked, m) if picked.numel() else float("nan"))
+        got = stats._replicate_values(r, drawn, m)
+        assert torch.allclose(got, torch.tensor(direct, dtype=torch.float64), equal_nan=True), m
+
+
 def test_seed_bootstrap_against_a_null_and_the_verdict_rule():
     up = stats.seed_bootstrap([0.6, 0.7, 0.65, None], null=0.5, replicates=300)
     assert up["verdict"] == "win" and up["n_seeds"] == 3 and up["estimate"] == pytest.approx(0.65)
@@ -198,9 +231,11 @@ def _curve(gain):
     return [{"reject": p / 10, "n_kept": 10, "r1": 0.4 + gain * p / 5} for p in range(10)]
 
 
-def _record(loss, seed, base_rank, kappa_quality=0.0, agreement=1.0):
-    """Ranks base_rank + (q + seed) % 3; captions of levels 3 and 1; kappa measures around their null + quality."""
+def _record(loss, seed, base_rank, kappa_quality=0.0, agreement=1.0, pieces=True):
+    """Ranks base_rank + (q + seed) % 3; captions of levels 3 and 1; kappa measures around their null + quality;
+    two queries per piece (``pieces``: the record says so, and the bootstrap resamples pieces)."""
     ranks = [base_rank + (q + seed) % 3 for q in range(N)]
+    piece = {"piece": [q // 2 for q in range(N)]} if pieces else {}
     levels = [3 if q % 2 else 1 for q in range(N)]
     kappa = [float(q + 1) for q in range(N)]
     amb = {
@@ -216,10 +251,11 @@ def _record(loss, seed, base_rank, kappa_quality=0.0, agreement=1.0):
         "group": "main", "loss": loss, "seed": seed, "name": f"{loss}-s{seed}",
         "eval": {"ambiguity": amb if loss != "infonce" else {}, "uncertainty": {"text": {"spearman": 0.1}}},
         "ranks": {
-            "directions": {d: {"ranks": ranks} for d in DIRS},
-            "captions": {"audio": {"level": levels, "ranks": ranks}, "image": {"level": levels, "ranks": ranks}},
+            "directions": {d: {"ranks": ranks, **piece} for d in DIRS},
+            "captions": {"audio": {"level": levels, "ranks": ranks, **piece},
+                         "image": {"level": levels, "ranks": ranks, **piece}},
             "fusion": {"level": levels, "product_of_experts": ranks, "mean_direction": [r + 1 for r in ranks],
-                       "image_only": ranks},
+                       "image_only": ranks, **piece},
             "items": {"ids": [f"i{q}" for q in range(N)],
                       "kappa": {"audio": kappa, "image": kappa if agreement > 0 else kappa[::-1],
                                 "text": [k * (1 + 0.1 * ((q * 7 + seed) % 5)) for q, k in enumerate(kappa)]}},
@@ -227,11 +263,12 @@ def _record(loss, seed, base_rank, kappa_quality=0.0, agreement=1.0):
     }
 
 
-def _study(p_rank, b_rank, i_rank, p_quality=0.6, b_quality=0.6, b_agreement=1.0, seeds=4):
+def _study(p_rank, b_rank, i_rank, p_quality=0.6, b_quality=0.6, b_agreement=1.0, seeds=4, pieces=True):
     recs = []
     for s in range(seeds):
-        recs += [_record("proposed", s, p_rank, p_quality), _record("baseline", s, b_rank, b_quality, b_agreement),
-                 _record("infonce", s, i_rank)]
+        recs += [_record("proposed", s, p_rank, p_quality, pieces=pieces),
+                 _record("baseline", s, b_rank, b_quality, b_agreement, pieces=pieces),
+                 _record("infonce", s, i_rank, pieces=pieces)]
     return analysis.by_loss(recs)
 
 
@@ -258,6 +295,10 @@ def test_question_1_verdicts_follow_the_intervals():
     _, none = _answers(_study(2, 2, 2))
     assert "No: no significant difference on MRR, R@1, R@10 and MR." in none["q1"]
     assert "MRR +0.000 [+0.000, +0.000] (no significant difference)" in none["q1"]
+    assert "over 4 seeds × the test pieces" in none["q1"]
+    doc, by_query = _answers(_study(1, 12, 12, pieces=False))  # records without pieces: queries one by one
+    assert doc["retrieval"]["resampled"] == "queries" and "× the test queries" in by_query["q1"]
+    assert "Yes: Proposed beats Baseline on MRR, R@1, R@10 and MR." in by_query["q1"]
 
 
 def test_question_2_compares_captions_and_fused_queries_with_infonce():
