@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -91,6 +92,17 @@ def write_text(path: str | os.PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
+def json_safe(obj: Any) -> Any:
+    """``obj`` with every NaN / infinite float replaced by None, recursively (JSON has no NaN)."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, ensure_ascii=False) + "\n")
 
@@ -133,4 +145,4 @@ def describe_os_error(exc: OSError, path: Optional[str | os.PathLike] = None, ta
     return f"cannot write {where}: {reason}"
 
 
-__all__ = ["DISK_ERRNOS", "atomic_path", "describe_os_error", "ensure_writable", "write_bytes", "write_text", "write_json", "write_jsonl", "read_jsonl"]
+__all__ = ["DISK_ERRNOS", "atomic_path", "describe_os_error", "ensure_writable", "json_safe", "write_bytes", "write_text", "write_json", "write_jsonl", "read_jsonl"]

@@ -10,7 +10,13 @@ import torch
 from vmfmir_cli.data.captions import Caption
 from vmfmir_cli.data.manifest import Item
 from vmfmir_cli.evaluation.ambiguity import crop_kappa_drop, rank_correlation, reject_curve, roc_auc
-from vmfmir_cli.evaluation.graded import GradedEmbeddings, ambiguity_report, caption_queries
+from vmfmir_cli.evaluation.graded import (
+    GradedEmbeddings,
+    ambiguity_report,
+    caption_queries,
+    caption_ranks,
+    fusion_ranks,
+)
 from vmfmir_cli.evaluation.retrieval import ModalityEmbeddings
 
 N, D = 4, 8
@@ -125,6 +131,25 @@ def test_deterministic_runs_get_no_kappa_numbers():
         assert "mrr" in (rep[m].get("levels") or rep[m]["views"])[0]
         assert "kappa_mean" not in (rep[m].get("levels") or rep[m]["views"])[0]
     assert rep["fusion"]["levels"]
+
+
+def test_per_query_caption_and_fusion_ranks_are_what_the_section_summarises():
+    items = _items()
+    full, graded = _graded(items, constant=False)
+    q = graded.captions
+    rep = ambiguity_report(items, full, graded, "cosine")
+    per_target = caption_ranks(items, full, q, "cosine")
+    assert [t for t, _, _ in per_target] == rep["text"]["targets"] == ["audio", "image"]
+    for _, sel, ranks in per_target:
+        assert sel.tolist() == list(range(len(q.texts))) and ranks.shape == (len(q.texts),)
+        # the level-3 caption of item i is retrieved first (its own item), every other caption is not
+        assert [int(r == 1) for r in ranks] == [int(q.levels[j] == 3) for j in sel.tolist()]
+    fused = fusion_ranks(items, full, q, "cosine")
+    assert fused["queries"].tolist() == list(range(len(q.texts))) and fused["levels"].tolist() == q.levels
+    for row in rep["fusion"]["levels"]:
+        sel = fused["levels"] == row["level"]
+        for kind in ("product_of_experts", "mean_direction", "image_only"):
+            assert row[kind]["mrr"] == pytest.approx(float(fused[kind][sel].double().reciprocal().mean()))
 
 
 def test_roc_auc_matches_pair_counting():

@@ -212,29 +212,37 @@ def _view_section(
     return section
 
 
-def _text_section(
-    items: Sequence[Item], full: Mapping[str, ModalityEmbeddings], queries: CaptionQueries, kind: str, use_kappa: bool
-) -> Optional[dict]:
-    emb = queries.embeddings
-    q = emb.take(queries.texts)
-    levels = torch.tensor(queries.levels, dtype=torch.float64)
-    obs_l, obs_k, obs_r, targets = [], [], [], []
+def caption_ranks(
+    items: Sequence[Item], full: Mapping[str, ModalityEmbeddings], queries: CaptionQueries, kind: str
+) -> list[tuple[str, torch.Tensor, torch.Tensor]]:
+    """Per target modality (audio, image) of the caption queries: ``(target, query indices (Q,),
+    1-based ranks (Q,))``; a caption's only correct answer is its own item's media. The indices
+    point into ``queries.texts`` (captions whose item lacks the target are left out)."""
+    q = queries.embeddings.take(queries.texts)
+    out = []
     for target in [t for t in full if t != "text"]:
         have = [j for j, i in enumerate(queries.items) if media_key(items[i], target) is not None]
         if not have:
             continue
-        targets.append(target)
         candidates = unique_media(items, target)
         sel = torch.tensor(have, dtype=torch.long)
         rel = _own_media_index(items, [queries.items[j] for j in have], target, candidates)
         sub = VonMisesFisher(q.loc[sel], q.concentration[sel], validate_args=False)
-        ranks = ranks_from_scores(score(sub, full[target].take(candidates), kind=kind), rel)
-        obs_l.append(levels[sel])
-        obs_k.append(q.concentration[sel].to(torch.float64))
-        obs_r.append(ranks.to(torch.float64))
-    if not targets:
+        out.append((target, sel, ranks_from_scores(score(sub, full[target].take(candidates), kind=kind), rel)))
+    return out
+
+
+def _text_section(
+    items: Sequence[Item], full: Mapping[str, ModalityEmbeddings], queries: CaptionQueries, kind: str, use_kappa: bool
+) -> Optional[dict]:
+    per_target = caption_ranks(items, full, queries, kind)
+    if not per_target:
         return None
-    l_all, k_all, r_all = torch.cat(obs_l), torch.cat(obs_k), torch.cat(obs_r)
+    kappa = queries.embeddings.take(queries.texts).concentration.to(torch.float64)
+    levels = torch.tensor(queries.levels, dtype=torch.float64)
+    l_all = torch.cat([levels[sel] for _, sel, _ in per_target])
+    k_all = torch.cat([kappa[sel] for _, sel, _ in per_target])
+    r_all = torch.cat([ranks.to(torch.float64) for _, _, ranks in per_target])
     table = level_table(l_all, k_all if use_kappa else None, r_all)
     comp = torch.tensor(queries.n_compatible, dtype=torch.float64)
     for row in table:
@@ -242,9 +250,8 @@ def _text_section(
         row["name"] = LEVEL_NAMES.get(row["level"], "")
         row["n_compatible_median"] = float(comp[sel].median()) if bool(sel.any()) else None
         row["n_compatible_mean"] = float(comp[sel].mean()) if bool(sel.any()) else None
-    kappa = q.concentration.to(torch.float64)
     section = {
-        "targets": targets,
+        "targets": [t for t, _, _ in per_target],
         "n_captions": len(queries.texts),
         "levels": table,
         "spearman_kappa_level": rank_correlation(kappa, levels) if use_kappa else None,
@@ -259,9 +266,12 @@ def _mrr_r1(ranks: torch.Tensor) -> dict:
     return {"mrr": float(r.reciprocal().mean()), "r1": float((r <= 1).to(torch.float64).mean())}
 
 
-def _fusion_section(
+def fusion_ranks(
     items: Sequence[Item], full: Mapping[str, ModalityEmbeddings], queries: CaptionQueries, kind: str
-) -> Optional[dict]:
+) -> Optional[dict[str, torch.Tensor]]:
+    """The image + caption -> audio queries: ``{"queries": caption indices (Q,), "levels": (Q,),
+    "product_of_experts" / "mean_direction" / "image_only": 1-based ranks (Q,)}`` (None without
+    audio, image and text). The correct answer is the item's own recording."""
     if not {"image", "text", "audio"} <= set(full):
         return None
     have = [
@@ -276,26 +286,31 @@ def _fusion_section(
     rel = _own_media_index(items, owners, "audio", candidates)
     img = full["image"].take([media_key(items[i], "image") for i in owners])
     txt = queries.embeddings.take([queries.texts[j] for j in have])
-    poe = ranks_from_scores(score(fuse(img, txt), cands, kind=kind), rel)
     mean_dir = torch.nn.functional.normalize(img.loc + txt.loc, dim=-1)
-    mean = ranks_from_scores(
-        score(VonMisesFisher(mean_dir, torch.ones(len(have), dtype=mean_dir.dtype), validate_args=False), cands, kind="cosine"),
-        rel,
-    )
-    alone = ranks_from_scores(score(img, cands, kind=kind), rel)
-    levels = torch.tensor([queries.levels[j] for j in have])
+    mean = VonMisesFisher(mean_dir, torch.ones(len(have), dtype=mean_dir.dtype), validate_args=False)
+    return {
+        "queries": torch.tensor(have, dtype=torch.long),
+        "levels": torch.tensor([queries.levels[j] for j in have]),
+        "product_of_experts": ranks_from_scores(score(fuse(img, txt), cands, kind=kind), rel),
+        "mean_direction": ranks_from_scores(score(mean, cands, kind="cosine"), rel),
+        "image_only": ranks_from_scores(score(img, cands, kind=kind), rel),
+    }
+
+
+FUSION_KINDS = ("product_of_experts", "mean_direction", "image_only")
+
+
+def _fusion_section(
+    items: Sequence[Item], full: Mapping[str, ModalityEmbeddings], queries: CaptionQueries, kind: str
+) -> Optional[dict]:
+    fused = fusion_ranks(items, full, queries, kind)
+    if fused is None:
+        return None
+    levels = fused["levels"]
     rows = []
     for lvl in sorted(set(levels.tolist())):
         sel = levels == lvl
-        rows.append(
-            {
-                "level": int(lvl),
-                "n_queries": int(sel.sum()),
-                "product_of_experts": _mrr_r1(poe[sel]),
-                "mean_direction": _mrr_r1(mean[sel]),
-                "image_only": _mrr_r1(alone[sel]),
-            }
-        )
+        rows.append({"level": int(lvl), "n_queries": int(sel.sum()), **{k: _mrr_r1(fused[k][sel]) for k in FUSION_KINDS}})
     return {"direction": "image+text->audio", "score": kind, "levels": rows}
 
 
@@ -333,7 +348,10 @@ __all__ = [
     "CaptionQueries",
     "GradedEmbeddings",
     "RELEVANCE",
+    "FUSION_KINDS",
     "ambiguity_report",
     "caption_queries",
+    "caption_ranks",
     "encode_graded",
+    "fusion_ranks",
 ]

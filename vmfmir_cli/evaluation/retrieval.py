@@ -9,7 +9,6 @@ the relevant candidates into MRR, R@1/5/10 and the median rank, plus the kappa a
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
@@ -22,6 +21,7 @@ from vmfmir_cli.engine.vmf import VonMisesFisher, fuse
 from vmfmir_cli.errors import ConfigError
 from vmfmir_cli.evaluation.tasks import RELEVANCE_CONVENTION, RetrievalTask, build_task, directions_for
 from vmfmir_cli.evaluation.uncertainty import DEFAULT_BINS, uncertainty_report
+from vmfmir_cli.utils_io import json_safe
 
 #: metrics of every direction, in report order (``mr`` is lower-is-better)
 METRICS = ("mrr", "r1", "r5", "r10", "mr")
@@ -110,17 +110,7 @@ class EvalResult:
             "vmfmir_version": __version__,
             **self.extra,
         }
-        return _finite(doc)
-
-
-def _finite(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _finite(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite(v) for v in obj]
-    return obj
+        return json_safe(doc)
 
 
 def query_distribution(task: RetrievalTask, embeddings: Mapping[str, ModalityEmbeddings]) -> VonMisesFisher:

@@ -1,0 +1,430 @@
+"""The stages of the study: prepare the data, probe the costs, train, evaluate (saving per-query ranks).
+
+Training goes through the ``vmfmir`` command (one subprocess per run, ``vmfmir train --config``
+with the study's config written next to the runs), so every run is what a user would get; a run
+that finished earlier with the same settings is reused and an interrupted one is resumed. The
+evaluation runs in this process (``load_and_encode`` + ``evaluate_loaded``, the code of ``vmfmir
+eval``) so that the per-query ranks can be saved: one JSON file per run with the eval document and
+
+* ``directions[name]``: the 1-based rank of every query (and its kappa, for probabilistic runs);
+* ``captions[target]``: every caption query against audio / image: its index, caption level and rank;
+* ``fusion``: image + caption -> audio, per query: level and the ranks of the product of experts,
+  the mean of the two directions (cosine) and the image alone;
+* ``items``: per test item, the kappa of its audio, image and text (the agreement of question 4);
+* ``pieces`` and a ``piece`` index per query everywhere: the bootstrap resamples whole pieces.
+
+From those files the statistics are recomputed without encoding anything (``--report-only``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+from benchmarks.reproduction.plan import Costs, RunSpec, cost_key
+from benchmarks.reproduction.settings import ROOT, to_toml
+
+RANKS_FORMAT = 2  # 2: the piece of every query
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def vmfmir_cmd(*args: str) -> list[str]:
+    return [sys.executable, "-m", "vmfmir_cli", *args]
+
+
+def _run(cmd: list[str]) -> subprocess.CompletedProcess:
+    """Run a vmfmir command with this checkout's package first on the path; stdout captured."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
+
+
+def _shown(cmd: list[str]) -> str:
+    return shlex.join(["vmfmir", *cmd[3:]])
+
+
+def write_json(path: Path, doc: Any, indent: Optional[int] = 1) -> None:
+    """Atomically, NaN written as null; ``indent=None``: compact (the per-run rank files)."""
+    from vmfmir_cli.utils_io import json_safe, write_text
+
+    write_text(path, json.dumps(json_safe(doc), indent=indent) + "\n")
+
+
+def machine_info() -> dict[str, Any]:
+    import platform
+
+    import torch
+
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "cuda": torch.cuda.is_available(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+    info["load_average_at_start"] = load_average()
+    return info
+
+
+def load_average() -> Optional[list[float]]:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+# --------------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------------
+
+
+def dataset_summary(data: Path) -> dict[str, Any]:
+    """Items per split (from the manifest), the prepare options and the caption levels."""
+    from vmfmir_cli.data.captions import has_levels
+    from vmfmir_cli.data.manifest import read_dataset_info, read_manifest, split_items
+
+    items = read_manifest(data)
+    info = read_dataset_info(data)
+    return {
+        "path": str(data),
+        "items": {s: len(split_items(items, s)) for s in ("train", "val", "test")},
+        "options": info.get("options", {}),
+        "caption_levels": bool(has_levels(items)),
+    }
+
+
+def prepare(data: Path, pieces: int, variants: int, workers: Optional[int], skip: bool) -> dict[str, Any]:
+    """``vmfmir prepare music21`` into ``data`` (resumes a partial build), or check it exists (``skip``)."""
+    if skip:
+        if not (data / "manifest.jsonl").is_file():
+            raise SystemExit(f"--skip-prepare: no dataset at {data}; drop the flag to build it")
+        log(f"prepare: skipped, using {data}")
+        return {"seconds": 0.0, "skipped": True, "dataset": dataset_summary(data)}
+    cmd = vmfmir_cmd("prepare", "music21", "--out", str(data), "--pieces", str(pieces), "--variants", str(variants),
+                     "--quiet", "--json")
+    if workers:
+        cmd += ["--workers", str(workers)]
+    log(f"prepare: {_shown(cmd)}")
+    t0 = time.perf_counter()
+    proc = _run(cmd)
+    if proc.returncode != 0:
+        raise SystemExit(f"prepare failed (exit {proc.returncode}); see the messages above")
+    seconds = time.perf_counter() - t0
+    log(f"prepare: done in {seconds:.0f} s")
+    return {"seconds": seconds, "skipped": False, "command": _shown(cmd), "dataset": dataset_summary(data)}
+
+
+def steps_per_epoch(n_train: int, batch_size: int) -> int:
+    from vmfmir_cli.training.data import plan_batches
+
+    return plan_batches(n_train, batch_size, 1).steps_per_epoch
+
+
+# --------------------------------------------------------------------------------------------------
+# Training
+# --------------------------------------------------------------------------------------------------
+
+
+def write_config(path: Path, values: dict[str, Any], note: str) -> Path:
+    from vmfmir_cli.utils_io import write_text
+
+    write_text(path, to_toml(values, header=f"written by benchmarks/reproduce.py: {note}"))
+    return path
+
+
+def _train_flags(spec: RunSpec, data: Path, epochs: int, device: Optional[str]) -> dict[str, Any]:
+    return {"data": str(data), "loss": spec.loss, "seed": spec.seed, "epochs": epochs, "device": device}
+
+
+def _differences(run_dir: Path, config_file: Path, flags: dict, sets: list[str]) -> list[str]:
+    """Settings of a finished or interrupted run that differ from what the study would train now."""
+    from vmfmir_cli.training.checkpoint import find_checkpoint
+    from vmfmir_cli.training.config import RESUMABLE_KEYS, load_config
+
+    final = run_dir / "final" / "config.json"
+    if final.is_file():
+        saved = json.loads(final.read_text())["train"]
+    else:
+        found = find_checkpoint(run_dir)
+        saved = {} if found is None else found.state["config"]
+    wanted = load_config(config_file, overrides=flags, sets=sets).to_dict()
+    keys = (set(saved) & set(wanted)) - set(RESUMABLE_KEYS)  # keys of another vmfmir version: not compared
+    diff = sorted(k for k in keys if saved.get(k) != wanted.get(k))
+    return diff + (["epochs"] if saved.get("epochs") != wanted.get("epochs") else [])
+
+
+def _train_cmd(
+    config_file: Path, data: Path, loss: str, seed: int, epochs: int, runs: Path, name: str, device: Optional[str],
+    sets: list[str], extra: tuple[str, ...] | list[str] = (),
+) -> list[str]:
+    return vmfmir_cmd(
+        "train", "--quiet", "--json", "--config", str(config_file), "--data", str(data), "--loss", loss,
+        "--seed", str(seed), "--epochs", str(epochs), "--out", str(runs), "--name", name, *extra,
+        *(["--device", device] if device else []), *[a for s in sets for a in ("--set", s)],
+    )
+
+
+def _run_train(cmd: list[str], what: str, hint: str) -> tuple[dict[str, Any], float]:
+    """Run a ``vmfmir train --json`` command: (its summary, wall seconds); a failure stops the study."""
+    log(f"{what}: {_shown(cmd)}")
+    t0 = time.perf_counter()
+    proc = _run(cmd)
+    seconds = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise SystemExit(f"{what} failed (exit {proc.returncode}); {hint}")
+    return (json.loads(proc.stdout) if proc.stdout.strip() else {}), seconds
+
+
+def train(
+    spec: RunSpec, config_file: Path, data: Path, runs: Path, epochs: int, sets: list[str], device: Optional[str]
+) -> dict[str, Any]:
+    """Train ``runs/<name>`` (or reuse a finished run / resume an interrupted one with the same settings)."""
+    run_dir = runs / spec.name
+    flags = _train_flags(spec, data, epochs, device)
+    record = {"name": spec.name, "group": spec.group, "loss": spec.loss, "seed": spec.seed, "run_dir": str(run_dir),
+              "overrides": spec.overrides if spec.group != "side" else {k: v for k, v in spec.overrides.items() if k != "encoders"},
+              "label": spec.label}
+    if (run_dir / "checkpoint").is_dir():
+        diff = _differences(run_dir, config_file, {k: v for k, v in flags.items() if v is not None}, sets)
+        if diff:
+            raise SystemExit(f"{run_dir} was trained with other settings ({', '.join(diff)} differ); remove it or "
+                             "pass another --runs folder")
+        if (run_dir / "final" / "config.json").is_file():
+            log(f"train {spec.key}: finished earlier with the same settings, reused")
+            summary = _summary_of(run_dir)
+            return {**record, "reused": True, "seconds": None, "summary": summary}
+        cmd = vmfmir_cmd("train", "--quiet", "--json", "--resume", str(run_dir), "--out", str(runs))
+        log(f"train {spec.key}: resuming an interrupted run")
+    elif run_dir.exists():
+        raise SystemExit(f"{run_dir} exists but is not a run vmfmir can resume; remove it or pass another --runs folder")
+    else:
+        cmd = _train_cmd(config_file, data, spec.loss, spec.seed, epochs, runs, spec.name, device, sets)
+    summary, seconds = _run_train(cmd, f"train {spec.key}", "rerun the study to resume it")
+    log(f"train {spec.key}: {seconds:.0f} s, best val MRR {summary.get('best_mrr', float('nan')):.4f}")
+    return {**record, "reused": False, "command": _shown(cmd), "seconds": seconds, "summary": summary}
+
+
+def _summary_of(run_dir: Path) -> dict[str, Any]:
+    """best val MRR and step of a finished run, from its metrics.jsonl."""
+    best, best_step, steps = None, None, 0
+    path = run_dir / "metrics.jsonl"
+    for line in path.read_text().splitlines() if path.is_file() else []:
+        row = json.loads(line)
+        steps = max(steps, int(row.get("step", 0)))
+        if row.get("type") == "val" and (best is None or row["mrr"] > best):
+            best, best_step = row["mrr"], row["step"]
+    return {"run_dir": str(run_dir), "best_mrr": best, "best_step": best_step, "steps": steps}
+
+
+# --------------------------------------------------------------------------------------------------
+# The probe: measured costs for the time estimate
+# --------------------------------------------------------------------------------------------------
+
+
+def _step_seconds(metrics_file: Path, batch: int) -> list[float]:
+    """Seconds of every logged training step (``items_per_s`` is the batch over the step's wall time)."""
+    out = []
+    for line in metrics_file.read_text().splitlines():
+        row = json.loads(line)
+        if row.get("type") == "train" and row.get("items_per_s"):
+            out.append(batch / float(row["items_per_s"]))
+    return out
+
+
+def probe(
+    specs: list[RunSpec],
+    configs: dict[str, Path],
+    data: Path,
+    folder: Path,
+    epochs: int,
+    n_train: int,
+    n_val: int,
+    device: Optional[str],
+    sets: Optional[list[str]] = None,
+    steps: int = 3,
+) -> Costs:
+    """Train ``steps`` steps of one run of every (encoder set, loss) of the plan and evaluate one of
+    them on test: the measured seconds per step, per-run overhead and evaluation time.
+
+    ``configs``: the config file of each :func:`cost_key`. The runs go to ``folder`` (removed first).
+    """
+    import shutil
+
+    from vmfmir_cli.training.config import load_config
+
+    if folder.exists():
+        shutil.rmtree(folder)
+    step_s, overhead = {}, {}
+    eval_s = None
+    first = {}
+    for spec in specs:
+        first.setdefault(cost_key(spec), spec)
+    for key, spec in first.items():
+        cfg = load_config(configs[key], sets=sets)
+        batch = min(cfg.batch_size, n_train)
+        name = key.replace(":", "-")
+        cmd = _train_cmd(configs[key], data, spec.loss, 0, epochs, folder, name, device,
+                         [*(sets or []), "log_every=1", "checkpoint_every=0"], ["--max-steps", str(steps)])
+        _, wall = _run_train(cmd, f"probe {key}", "see the messages above")
+        times = _step_seconds(folder / name / "metrics.jsonl", batch)
+        step_s[key] = statistics.median(times[1:] if len(times) > 1 else times)
+        overhead[key] = max(0.0, wall - sum(times))
+        log(f"probe {key}: {step_s[key]:.2f} s per step, {overhead[key]:.0f} s start + build + validation")
+        if eval_s is None:
+            t0 = time.perf_counter()
+            evaluate_run(folder / name, data, None, device)
+            eval_s = time.perf_counter() - t0
+            log(f"probe {key}: a test evaluation takes {eval_s:.0f} s")
+    # a validation with a warm cache: the encoders' forward pass over the val split; a forward is
+    # about a third of a training step's forward + backward (the cheapest loss: mostly encoders)
+    cheapest = min(step_s.values())
+    batch = max(1, min(load_config(next(iter(configs.values())), sets=sets).batch_size, n_train))
+    val = cheapest * n_val / batch / 3
+    return Costs(step_s, overhead, val, float(eval_s or 0.0), source=f"probe: {steps} steps of each loss on the study's data")
+
+
+# --------------------------------------------------------------------------------------------------
+# Evaluation with per-query ranks
+# --------------------------------------------------------------------------------------------------
+
+
+def _g6(values) -> list[float]:
+    return [float(f"{float(v):.6g}") for v in values]
+
+
+def evaluate_run(run_dir: Path, data: Path, score: Optional[str], device: Optional[str]):
+    """``(loaded, result)``: the run encoded on the test split and evaluated under ``score``."""
+    from vmfmir_cli.evaluation.evaluate import EvalOptions, evaluate_loaded, load_and_encode
+
+    options = EvalOptions(run=str(run_dir), data=str(data), split="test", score=score, device=device, ambiguity=True)
+    loaded = load_and_encode(options)
+    return loaded, evaluate_loaded(loaded, options, score)
+
+
+def per_query(loaded, result) -> dict[str, Any]:
+    """The per-query ranks of an evaluation (module docstring)."""
+    from vmfmir_cli.evaluation.evaluate import is_deterministic
+    from vmfmir_cli.evaluation.graded import FUSION_KINDS, caption_ranks, fusion_ranks
+    from vmfmir_cli.evaluation.tasks import media_key
+
+    trained = not is_deterministic(loaded.loss)
+    items = loaded.items
+    pieces = list(dict.fromkeys(it.group for it in items))
+    piece = {g: i for i, g in enumerate(pieces)}
+    out: dict[str, Any] = {
+        "kappa_trained": trained,
+        "pieces": pieces,
+        "directions": {
+            name: {"ranks": d.ranks.tolist(), "query_kappa": _g6(d.query_kappa) if trained else None,
+                   "piece": _query_pieces(items, d.sources, d.target, piece)}
+            for name, d in result.directions.items()
+        },
+        "captions": {},
+        "fusion": None,
+    }
+    captions = loaded.graded.captions if loaded.graded is not None else None
+    if captions is not None and captions.embeddings is not None:
+        kappa = captions.embeddings.take(captions.texts).concentration
+        for target, sel, ranks in caption_ranks(loaded.items, loaded.embeddings, captions, result.score):
+            idx = sel.tolist()
+            out["captions"][target] = {
+                "query": idx,
+                "piece": [piece[items[captions.items[j]].group] for j in idx],
+                "level": [captions.levels[j] for j in idx],
+                "ranks": ranks.tolist(),
+                "kappa": _g6(kappa[sel]) if trained else None,
+            }
+        fused = fusion_ranks(loaded.items, loaded.embeddings, captions, result.score)
+        if fused is not None:
+            query = fused["queries"].tolist()
+            out["fusion"] = {"query": query, "piece": [piece[items[captions.items[j]].group] for j in query],
+                             "level": fused["levels"].tolist(), **{k: fused[k].tolist() for k in FUSION_KINDS}}
+    kappas = {}
+    for m, emb in loaded.embeddings.items():
+        row = {k: float(v) for k, v in zip(emb.keys, emb.kappa.tolist())}
+        kappas[m] = [None if media_key(it, m) is None else float(f"{row[media_key(it, m)]:.6g}") for it in loaded.items]
+    out["items"] = {"ids": [it.id for it in items], "piece": [piece[it.group] for it in items], "kappa": kappas}
+    return out
+
+
+def _query_pieces(items, sources, target, piece: dict) -> list[int]:
+    """The piece of every query of a direction, in the order of its ranks (:func:`build_task`'s queries)."""
+    from vmfmir_cli.evaluation.tasks import build_task, media_key
+
+    first: dict[tuple, int] = {}
+    for it in items:
+        first.setdefault(tuple(media_key(it, m) for m in sources), piece[it.group])
+    return [first[q] for q in build_task(items, sources, target).queries]
+
+
+def _model_stamp(run_dir: Path) -> dict[str, int]:
+    st = (run_dir / "model.safetensors").stat()
+    return {"mtime_ns": st.st_mtime_ns, "size": st.st_size}
+
+
+def evaluate(spec: RunSpec, run_dir: Path, data: Path, out_file: Path, score: Optional[str], device: Optional[str]) -> dict:
+    """Evaluate a run on test and write ``out_file`` (eval document + per-query ranks); a file written
+    earlier for the same model file is reused."""
+    if out_file.is_file():
+        record = json.loads(out_file.read_text())
+        if record.get("model") == _model_stamp(run_dir) and record.get("requested_score") == score:
+            log(f"eval {spec.key}: reused {out_file.name}")
+            return record
+    t0 = time.perf_counter()
+    loaded, result = evaluate_run(run_dir, data, score, device)
+    record = {
+        "format": RANKS_FORMAT,
+        "name": spec.name,
+        "group": spec.group,
+        "loss": spec.loss,
+        "seed": spec.seed,
+        "split": "test",
+        "requested_score": score,
+        "score": result.score,
+        "model": _model_stamp(run_dir),
+        "eval": result.to_json(),
+        "ranks": per_query(loaded, result),
+    }
+    record["seconds"] = time.perf_counter() - t0
+    write_json(out_file, record, indent=None)
+    log(f"eval {spec.key}: {record['seconds']:.0f} s (score {result.score})")
+    return record
+
+
+def load_records(folder: Path) -> list[dict]:
+    """Every per-run record of a study (``--report-only``)."""
+    if not folder.is_dir():
+        raise SystemExit(f"no per-run results in {folder}; run the study first")
+    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+
+
+__all__ = [
+    "RANKS_FORMAT",
+    "dataset_summary",
+    "evaluate",
+    "evaluate_run",
+    "load_average",
+    "load_records",
+    "log",
+    "machine_info",
+    "per_query",
+    "prepare",
+    "probe",
+    "steps_per_epoch",
+    "train",
+    "write_config",
+    "write_json",
+]
