@@ -15,7 +15,7 @@ import math
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Mapping, Optional
 
 from vmfmir_cli.errors import WriteError
 
@@ -93,13 +93,16 @@ def write_text(path: str | os.PathLike, text: str) -> None:
 
 
 def json_safe(obj: Any) -> Any:
-    """``obj`` with every NaN / infinite float replaced by None, recursively (JSON has no NaN)."""
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
+    """``obj`` ready for JSON, recursively: a one-element tensor becomes its number and every NaN /
+    infinite float None (JSON has no NaN)."""
+    if isinstance(obj, Mapping):
         return {k: json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [json_safe(v) for v in obj]
+    if hasattr(obj, "item") and hasattr(obj, "numel"):  # a tensor (torch is not imported here)
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
     return obj
 
 

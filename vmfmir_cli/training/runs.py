@@ -8,14 +8,13 @@ written in every case; readers call :func:`resolve_run_dir`, which understands b
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from vmfmir_cli.errors import CheckpointError
-from vmfmir_cli.utils_io import write_text
+from vmfmir_cli.utils_io import json_safe, write_text
 
 METRICS_FILE = "metrics.jsonl"
 LATEST_LINK = "latest"
@@ -82,19 +81,6 @@ def resolve_run_dir(path: str | Path) -> Path:
     raise CheckpointError(f"run folder {path} not found: train one with `vmfmir train` or name a run folder")
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe: tensors -> floats, NaN/inf -> None."""
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and hasattr(value, "numel"):  # a tensor
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value
-
-
 class MetricsLog:
     """Append-only ``metrics.jsonl`` (one JSON object per line, flushed per row)."""
 
@@ -120,7 +106,7 @@ class MetricsLog:
             return
         try:
             with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(_clean(row)) + "\n")
+                fh.write(json.dumps(json_safe(row)) + "\n")
                 fh.flush()
         except OSError as exc:
             if exc.filename is None:  # a full disk: name the file
