@@ -30,11 +30,11 @@ def available() -> bool:
 
 
 def plot_mrr_by_direction(retrieval: Mapping[str, Any], path: Path) -> Path:
-    from vmfmir_cli.evaluation.plots import _figure, _save
+    from vmfmir_cli.evaluation.plots import new_figure, save_figure
 
     losses = [l for l in LOSSES if l in retrieval["losses"]]
     directions = list(retrieval["directions"])
-    fig = _figure(width=max(7.0, 0.9 * len(directions) + 2), height=4.5)
+    fig = new_figure(width=max(7.0, 0.9 * len(directions) + 2), height=4.5)
     ax = fig.add_subplot(1, 1, 1)
     width = 0.8 / max(1, len(losses))
     for i, loss in enumerate(losses):
@@ -49,7 +49,7 @@ def plot_mrr_by_direction(retrieval: Mapping[str, Any], path: Path) -> Path:
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title("MRR per direction", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def _kappa_rows(rec: dict, modality: str) -> list[tuple[str, Optional[float]]]:
@@ -60,9 +60,9 @@ def _kappa_rows(rec: dict, modality: str) -> list[tuple[str, Optional[float]]]:
 
 
 def plot_kappa_by_level(runs: Mapping[str, list[dict]], path: Path) -> Path:
-    from vmfmir_cli.evaluation.plots import _figure, _save
+    from vmfmir_cli.evaluation.plots import new_figure, save_figure
 
-    fig = _figure(width=3.3 * len(KAPPA_MODALITIES), height=3.4)
+    fig = new_figure(width=3.3 * len(KAPPA_MODALITIES), height=3.4)
     for i, m in enumerate(KAPPA_MODALITIES):
         ax = fig.add_subplot(1, len(KAPPA_MODALITIES), i + 1)
         spans: list[float] = []
@@ -83,13 +83,13 @@ def plot_kappa_by_level(runs: Mapping[str, list[dict]], path: Path) -> Path:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("kappa by ambiguity (test; mean over seeds)", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reject_curves(q3: Mapping[str, Any], path: Path) -> Path:
-    from vmfmir_cli.evaluation.plots import _figure, _save
+    from vmfmir_cli.evaluation.plots import new_figure, save_figure
 
-    fig = _figure(width=3.3 * len(KAPPA_MODALITIES), height=3.4)
+    fig = new_figure(width=3.3 * len(KAPPA_MODALITIES), height=3.4)
     for i, m in enumerate(KAPPA_MODALITIES):
         ax = fig.add_subplot(1, len(KAPPA_MODALITIES), i + 1)
         for j, (loss, table) in enumerate(q3.get("losses", {}).items()):
@@ -108,7 +108,7 @@ def plot_reject_curves(q3: Mapping[str, Any], path: Path) -> Path:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle("reject curves (test; mean ± std over seeds)", fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_plots(report: Mapping[str, Any], runs: Mapping[str, list[dict]], folder: Path) -> list[Path]:

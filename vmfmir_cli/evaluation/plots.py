@@ -28,7 +28,8 @@ REJECT_FILE = "reject_curve.png"
 LEVEL_FILE = "kappa_by_level.png"
 
 
-def _figure(width: float = 7.0, height: float = 4.5):
+def new_figure(width: float = 7.0, height: float = 4.5):
+    """An off-screen matplotlib Figure (no pyplot state)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -37,7 +38,8 @@ def _figure(width: float = 7.0, height: float = 4.5):
     return fig
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` as PNG to ``path`` atomically."""
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
@@ -72,7 +74,7 @@ def _integer_log_axis(ax, max_k: int) -> None:
 
 
 def plot_recall_at_k(result: EvalResult, path: Path) -> Path:
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
     max_k = max((d.n_candidates for d in result.directions.values()), default=1)
     for name, d in result.directions.items():
@@ -85,11 +87,11 @@ def plot_recall_at_k(result: EvalResult, path: Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc="lower right")
     ax.set_title(_title(result, "Recall@k"), fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_r1_by_decile(result: EvalResult, path: Path) -> Path:
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
     for modality, report in result.uncertainty.items():
         bins = report["kappa_deciles"]
@@ -102,12 +104,12 @@ def plot_r1_by_decile(result: EvalResult, path: Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(_title(result, "R@1 by kappa decile"), fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_kappa_histograms(result: EvalResult, path: Path) -> Path:
     mods = [m for m in result.modalities if m in result.kappas]
-    fig = _figure(width=3.2 * max(1, len(mods)), height=3.4)
+    fig = new_figure(width=3.2 * max(1, len(mods)), height=3.4)
     for i, m in enumerate(mods):
         ax = fig.add_subplot(1, max(1, len(mods)), i + 1)
         k = result.kappas[m].to(torch.float64).clamp_min(1e-6)
@@ -123,11 +125,11 @@ def plot_kappa_histograms(result: EvalResult, path: Path) -> Path:
         ax.set_ylabel("media")
         ax.set_title(f"{m} (n={k.numel()}, median {float(k.median()):.3g})", fontsize=9)
     fig.suptitle(_title(result, "kappa per modality"), fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reject_curve(result: EvalResult, path: Path) -> Path:
-    fig = _figure()
+    fig = new_figure()
     ax = fig.add_subplot(1, 1, 1)
     for modality in ("text", "audio", "image"):
         section = result.ambiguity.get(modality) or {}
@@ -142,12 +144,12 @@ def plot_reject_curve(result: EvalResult, path: Path) -> Path:
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(_title(result, "error vs reject"), fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_kappa_by_level(result: EvalResult, path: Path) -> Path:
     panels = [m for m in ("text", "audio", "image") if (result.ambiguity.get(m) or {}).get("spearman_kappa_level") is not None]
-    fig = _figure(width=3.2 * max(1, len(panels)), height=3.4)
+    fig = new_figure(width=3.2 * max(1, len(panels)), height=3.4)
     for i, m in enumerate(panels):
         section = result.ambiguity[m]
         rows = section.get("levels") or section.get("views") or []
@@ -158,7 +160,7 @@ def plot_kappa_by_level(result: EvalResult, path: Path) -> Path:
         ax.set_ylabel("median kappa")
         ax.set_title(f"{m} (Spearman {section['spearman_kappa_level']:+.2f})", fontsize=9)
     fig.suptitle(_title(result, "kappa by ambiguity"), fontsize=9)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def write_plots(result: EvalResult, out_dir: str | Path) -> list[Path]:
@@ -182,11 +184,13 @@ __all__ = [
     "LEVEL_FILE",
     "REJECT_FILE",
     "RECALL_FILE",
+    "new_figure",
     "plot_kappa_by_level",
     "plot_kappa_histograms",
     "plot_reject_curve",
     "plot_r1_by_decile",
     "plot_recall_at_k",
     "recall_curve",
+    "save_figure",
     "write_plots",
 ]
