@@ -68,7 +68,7 @@ def training_loss(
         denominator=getattr(config, "denominator", "sum"),
         positive=getattr(config, "mc_positive", "analytic"),
         bias_correction=getattr(config, "mc_bias_correction", "none"),
-        negatives=getattr(config, "mc_negatives", "sampled"),
+        negatives=getattr(config, "mc_negatives", None),  # None: the engine's default for the positive
     )
     terms = {"loss": contrastive, "contrastive": contrastive}
     if config.loss == "proposed":
