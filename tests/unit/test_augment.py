@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from PIL import Image
@@ -88,3 +90,43 @@ def test_training_dataset_caches_decoded_media_and_augments_per_epoch(tiny_datas
     cached = ds._cache[0]["audio"]  # the cache holds the decoded excerpt, whole ...
     assert torch.equal(cached, load_audio(items[0].audio, 16000))
     assert max(seen) < cached.shape[0]  # ... and the encoder saw views of it (full_view_p = 0)
+
+
+def test_fast_fft_length_is_the_smallest_5_smooth_length():
+    from vmfmir_cli.data.augment import fast_fft_length
+
+    def smooth(m):
+        for f in (2, 3, 5):
+            while m % f == 0:
+                m //= f
+        return m == 1
+
+    for n in [1, 2, 7, 97, 1000, 57001, 76000, 160001]:
+        want = next(m for m in range(n, 2 * n + 2) if smooth(m))
+        assert fast_fft_length(n) == want
+
+
+def test_frequency_mask_removes_its_band_on_a_view_of_awkward_length():
+    """The band is cut on the zero-padded signal (5-smooth FFT length) and the view cropped back:
+    the masked band's energy falls, the length and the rest of the spectrum are kept."""
+    import random
+
+    import torch
+
+    from vmfmir_cli.data.augment import AugmentConfig, Augmenter
+
+    n = 57001  # 57001 = 7 * 17 * 479: a slow FFT length
+    t = torch.arange(n) / 16000.0
+    tones = [200.0, 1000.0, 3000.0, 6000.0]
+    wave = sum(torch.sin(2 * math.pi * f * t) for f in tones)
+    aug = Augmenter(0, AugmentConfig(view_min=1.0, full_view_p=1.0, gain_db=0.0, noise_p=0.0, time_mask=0.0,
+                                     freq_mask=0.5, shift=0.0, scale=0.0))
+    for k in range(20):  # find a draw whose band covers some tones and not others
+        out = aug.audio(wave, random.Random(k))
+        assert out.shape == wave.shape
+        spec_in, spec_out = torch.fft.rfft(wave).abs(), torch.fft.rfft(out).abs()
+        idx = [round(f * n / 16000.0) for f in tones]
+        ratio = [float(spec_out[i] / spec_in[i]) for i in idx]
+        if min(ratio) < 0.05 and max(ratio) > 0.95:
+            return
+    raise AssertionError("no draw masked one tone and kept another")
