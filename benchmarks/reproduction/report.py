@@ -353,6 +353,17 @@ def budget_table(budget: Mapping[str, Any]) -> list[str]:
 # --------------------------------------------------------------------------------------------------
 
 
+def _earlier_note(report: Mapping[str, Any]) -> str:
+    """``, plus N min in earlier invocation(s) ...`` when this one reused their finished runs."""
+    e = report.get("earlier")
+    if not e:
+        return ""
+    n = e.get("invocations", 1)
+    total = (report.get("seconds") or 0.0) + e.get("seconds", 0.0)
+    return (f" (plus {_minutes(e.get('seconds'))} in {n} earlier invocation{'s' if n != 1 else ''} whose finished "
+            f"runs it reused: {_minutes(total)} in all)")
+
+
 def _minutes(seconds: Optional[float]) -> str:
     return "–" if seconds is None else f"{seconds / 60:.1f} min"
 
@@ -365,7 +376,7 @@ def markdown(report: Mapping[str, Any]) -> str:
     lines = [
         f"## {title}: Proposed vs Baseline vs InfoNCE on the music21 benchmark",
         "",
-        f"Command: `{report['command']}` — {_minutes(report['seconds'])} on this machine "
+        f"Command: `{report['command']}` — {_minutes(report['seconds'])} on this machine{_earlier_note(report)} "
         f"({mach['cpu_count']} CPU cores, torch threads {mach['torch_threads']}, device {s.get('device') or 'auto'}, "
         f"load average {mach.get('load_average_at_start', '?')} at the start, {mach.get('load_average_at_end', '?')} at the end); "
         f"estimated before training: {_minutes(report['estimate']['total'])} (a fresh prepare at the README's rate + "
@@ -421,11 +432,18 @@ def markdown(report: Mapping[str, Any]) -> str:
     else:
         lines.append("Not run (`--no-tune`): every loss uses its config as it is.")
     lines += ["", "### Budget and time", ""] + budget_table(s["budget"])
-    lines += ["", "| stage | wall time | estimated |", "|---|---:|---:|"]
     est = report["estimate"]
-    for stage, seconds in report["stages"].items():
+    earlier = (report.get("earlier") or {}).get("stages")
+    if earlier:
+        lines += ["", "| stage | wall time, this invocation | earlier invocations (reused runs) | estimated |",
+                  "|---|---:|---:|---:|"]
+    else:
+        lines += ["", "| stage | wall time | estimated |", "|---|---:|---:|"]
+    for stage in list(report["stages"]) + [k for k in (earlier or {}) if k not in report["stages"]]:
         guess = est["groups"].get(stage) if stage in est["groups"] else est.get(stage)
-        lines.append(f"| {stage} | {_minutes(seconds)} | {_minutes(guess)} |")
+        mine = _minutes(report["stages"].get(stage))
+        lines.append(f"| {stage} | {mine} | {_minutes(earlier.get(stage))} | {_minutes(guess)} |" if earlier
+                     else f"| {stage} | {mine} | {_minutes(guess)} |")
     costs = report.get("costs")
     if costs:
         lines += ["", "Measured costs (" + costs["source"] + "): seconds per step "

@@ -150,6 +150,7 @@ class Study:
             cfg = _config_file(self.runs, spec, self.base[spec.loss])
             run = stages.train(spec, cfg, self.data, self.runs / "tune", self.epochs, self.args.sets, self.args.device)
             self.train_records[spec.key] = run
+            self.reused += bool(run.get("reused"))
             rows.append({"label": spec.label, "loss": spec.loss, "overrides": spec.overrides,
                          "val_mrr": (run.get("summary") or {}).get("best_mrr"), "seconds": run.get("seconds")})
         chosen = {}
@@ -171,6 +172,7 @@ class Study:
             run = stages.train(spec, cfg, self.data, self.runs / spec.group, self.epochs, self.args.sets,
                                self.args.device)
             self.train_records[spec.key] = run
+            self.reused += bool(run.get("reused"))
             record = stages.evaluate(spec, Path(run["run_dir"]), self.data, self.ranks_dir / f"{spec.group}-{spec.name}.json",
                                      self.args.score, self.args.device)
             records.append(record)
@@ -236,6 +238,8 @@ class Study:
         doc["seconds"] = time.perf_counter() - self.t0
         doc["stages"] = dict(self.stage_seconds)
         if not self.args.report_only:
+            doc["earlier"] = self.earlier_time(tuning_only) if self.reused else None
+        if not self.args.report_only:
             doc["machine"]["load_average_at_end"] = stages.load_average()
         stem = ("tuning_quick" if self.quick else "tuning") if tuning_only else self.stem
         text = report.tuning_markdown(doc) if tuning_only else report.markdown(doc)
@@ -249,8 +253,27 @@ class Study:
 
     # -- the modes ---------------------------------------------------------------------------------
 
+    def earlier_time(self, tuning_only: bool) -> Optional[dict]:
+        """The time of the earlier invocations whose finished runs this one reused: the seconds and
+        stage times of the report they left in ``--out`` (cumulative: that report carries its own
+        earlier ones), so that the report states what the whole study cost, not only this call."""
+        stem = ("tuning_quick" if self.quick else "tuning") if tuning_only else self.stem
+        path = self.out / f"{stem}.json"
+        try:
+            before = json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+        prior = before.get("earlier") or {}
+        stages_before = dict(prior.get("stages", {}))
+        for stage, seconds in (before.get("stages") or {}).items():
+            stages_before[stage] = stages_before.get(stage, 0.0) + float(seconds)
+        return {"seconds": float(before.get("seconds", 0.0)) + float(prior.get("seconds", 0.0)),
+                "stages": stages_before, "invocations": int(prior.get("invocations", 0)) + 1,
+                "command": before.get("command")}
+
     def run(self) -> int:
         self.train_records: dict[str, dict] = {}
+        self.reused = 0
         machine = stages.machine_info()
         prep = self.prepare()
         items = self.dataset["items"]

@@ -363,6 +363,13 @@ def test_the_report_and_plots(tmp_path):
     assert "| **mean** | 0.611 ± 0.000 |" in md and "Skipped: examples/pretrained.toml does not exist." in md
     assert "| proposed | tau10 | `{\"inv_temperature\": 10.0}` | 0.2000 | **yes** |" in md
     assert "read these intervals and verdicts as a check of the code" in md  # 2 seeds
+    assert "earlier invocation" not in md and "| stage | wall time | estimated |" in md
+    # a rerun that reused the finished runs of an earlier invocation states the time of both
+    rerun = {**doc, "seconds": 30.0, "stages": {"prepare": 0.0, "main": 2.0, "side": 25.0},
+             "earlier": {"seconds": 600.0, "stages": {"prepare": 5.0, "main": 590.0}, "invocations": 1}}
+    md2 = report.markdown(rerun)
+    assert "0.5 min on this machine (plus 10.0 min in 1 earlier invocation whose finished runs it reused: 10.5 min in all)" in md2
+    assert "| main | 0.0 min | 9.8 min | 0.8 min |" in md2 and "| side | 0.4 min | – | 0.0 min |" in md2
     written = plots.write_plots(doc, runs, tmp_path)
     assert [p.name for p in written] == [plots.MRR_FILE, plots.LEVEL_FILE, plots.REJECT_FILE]
     assert all(p.stat().st_size > 1000 for p in written)
@@ -399,4 +406,10 @@ def test_quick_study_end_to_end(request, tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     redo = json.loads((tmp_path / "out" / "reproduction_quick.json").read_text())
     assert redo["answers"] == doc["answers"] and redo["retrieval"] == doc["retrieval"]
+    # the same command again reuses every run, and its report carries the first invocation's time
+    third = subprocess.run(base, capture_output=True, text=True, env=env, timeout=300)
+    assert third.returncode == 0, third.stderr[-3000:]
+    rerun = json.loads((tmp_path / "out" / "reproduction_quick.json").read_text())
+    assert rerun["earlier"]["invocations"] == 1 and rerun["earlier"]["seconds"] == pytest.approx(redo["seconds"])
+    assert rerun["answers"] == doc["answers"] and rerun["seconds"] < doc["seconds"]
     print(f"quick study on the tiny dataset: {seconds:.0f} s")
