@@ -239,7 +239,6 @@ class Study:
         doc["stages"] = dict(self.stage_seconds)
         if not self.args.report_only:
             doc["earlier"] = self.earlier_time(tuning_only) if self.reused else None
-        if not self.args.report_only:
             doc["machine"]["load_average_at_end"] = stages.load_average()
         stem = ("tuning_quick" if self.quick else "tuning") if tuning_only else self.stem
         text = report.tuning_markdown(doc) if tuning_only else report.markdown(doc)

@@ -485,7 +485,7 @@ def debiased_spherical_sliced_wasserstein(
         left = torch.stack([flat[i] for i, _ in pairs])  # (6, B * L, h)
         right = torch.stack([flat[j] for _, j in pairs])
         w = _circle_equal_sorted(left.reshape(-1, hx), right.reshape(-1, hx), pf)
-    else:  # halves of different sizes: the general transport (it sorts by itself)
+    else:  # halves of different sizes, or too large for the table: the general transport (it sorts)
         w = torch.stack([
             _circle_core(halves[i], halves[j], pf, None, None, (*batch, tx.shape[-2])).reshape(-1)
             for i, j in pairs
