@@ -8,7 +8,7 @@ What one query costs (one fused query vMF, as ``vmfmir query`` sends), top-10, d
 
 * ``engine``   ``vmfmir_cli.engine.scores.score(q, items)`` + top-k: the reference, which recomputes
                every per-item term (log C_d(kappa_i) in float64, the augmented item matrix) per call;
-* ``exact``    what ``vmfmir query`` does (``vmfmir_cli.index.search.score_rows``): per-item terms
+* ``exact``    what ``vmfmir query`` does (``vmfmir_cli.index.ranking.score_rows``): per-item terms
                stored by ``vmfmir embed`` (log C_d(kappa_i), A_d(kappa_i): ``embed_terms_s``) or
                derived once per opened index (``prepare_s``), then one matrix-vector product +
                O(N) elementwise work + top-k; ``open_s`` is the time to load the index files;
@@ -50,7 +50,7 @@ import torch  # noqa: E402
 from vmfmir_cli.engine.scores import score  # noqa: E402
 from vmfmir_cli.engine.vmf import VonMisesFisher  # noqa: E402
 from vmfmir_cli.index.scoring import FIRST_STAGE  # noqa: E402
-from vmfmir_cli.index.search import _faiss_index, _top, prepared, score_rows  # noqa: E402
+from vmfmir_cli.index.ranking import _faiss_index, _top, prepared, score_rows  # noqa: E402
 from vmfmir_cli.index.build import scoring_terms  # noqa: E402
 from vmfmir_cli.index.store import Index, load_index, save_index  # noqa: E402
 from vmfmir_cli.utils_io import write_json  # noqa: E402

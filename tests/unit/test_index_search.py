@@ -16,9 +16,9 @@ import torch
 from vmfmir_cli.engine.scores import SCORE_KINDS
 from vmfmir_cli.errors import ConfigError, DataError
 from vmfmir_cli.index import search as search_fn
+from vmfmir_cli.index.ranking import _top
 from vmfmir_cli.index.search import (
     DEFAULT_SCORE,
-    _top,
     fuse_query,
     parse_weights,
     rank,

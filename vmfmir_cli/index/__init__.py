@@ -4,7 +4,9 @@ Modules: :mod:`~vmfmir_cli.index.encode` (items -> (mu, kappa)), :mod:`~vmfmir_c
 (the ``index/`` folder), :mod:`~vmfmir_cli.index.build` (``vmfmir embed``, incremental),
 :mod:`~vmfmir_cli.index.files` (a plain folder of media as a collection),
 :mod:`~vmfmir_cli.index.scoring` (per-item terms computed once), :mod:`~vmfmir_cli.index.search`
-(``vmfmir query``: encode, fuse, score, top-k).
+(``vmfmir query``: encode, fuse, score, top-k) with its two halves :mod:`~vmfmir_cli.index.query`
+(check, encode and fuse the query) and :mod:`~vmfmir_cli.index.ranking` (exact scores, the faiss
+first stage, top-k).
 
 The package exports the calls a script needs::
 

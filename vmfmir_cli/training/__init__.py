@@ -5,7 +5,8 @@ Python API::
     from vmfmir_cli.training import TrainConfig, load_config, train
     run_dir = train(load_config("examples/proposed.toml", overrides={"epochs": 3}))
 
-Modules: ``config`` (TrainConfig, TOML + flags), ``trainer`` (``train``, ``Callback``), ``objective``
+Modules: ``config`` (TrainConfig, TOML + flags), ``trainer`` (``train``, ``Callback``), ``setup``
+(what a run builds before its first step), ``objective``
 (the three losses on a batch), ``data`` (deterministic batches), ``validation`` (val MRR),
 ``checkpoint`` (atomic safetensors + JSON checkpoints), ``distributed`` (torchrun / DDP),
 ``runs`` (run folders and ``runs/latest``), ``synthetic`` (a tiny dataset for tests).

@@ -14,6 +14,7 @@ the batches are a function of ``(seed, epoch, position)``. So a run resumed from
 repeats the uninterrupted run exactly (on CPU, bit for bit).
 
 The library never prints: progress goes to :class:`Callback` objects (called on rank 0 only).
+What a run builds before its first step (data, model, DDP, optimiser) is :mod:`vmfmir_cli.training.setup`.
 """
 
 from __future__ import annotations
@@ -27,32 +28,13 @@ from typing import Any, Mapping, Optional, Sequence
 
 import torch
 
-from vmfmir_cli.errors import CheckpointError, ConfigError, VmfmirError, WriteError
+from vmfmir_cli.errors import ConfigError, VmfmirError, WriteError
 from vmfmir_cli.training import checkpoint as ckpt_io
 from vmfmir_cli.training.callbacks import Callback
-from vmfmir_cli.training.build import (
-    audio_rate,
-    build_model,
-    kappa_parameters,
-    lr_at,
-    make_optimizer,
-    resolve_device,
-    resolve_encoders,
-    use_bf16,
-)
+from vmfmir_cli.training.build import lr_at, resolve_device
 from vmfmir_cli.training.config import RESUMABLE_KEYS, TrainConfig, differences, validate
-from vmfmir_cli.training.data import (
-    BatchCollator,
-    EpochBatchSampler,
-    build_datasets,
-    fit_inputs,
-    load_training_data,
-    make_loader,
-    mix_seed,
-    plan_batches,
-)
+from vmfmir_cli.training.data import EpochBatchSampler, make_loader, mix_seed
 from vmfmir_cli.training.distributed import (
-    PackedGather,
     all_gather_nograd,
     all_reduce_mean,
     anchor_slice,
@@ -65,6 +47,7 @@ from vmfmir_cli.training.distributed import (
 from vmfmir_cli.training.module import TrainModule
 from vmfmir_cli.training.objective import TERMS, training_loss
 from vmfmir_cli.training.runs import METRICS_FILE, MetricsLog, default_run_name, new_run_dir, set_latest
+from vmfmir_cli.training.setup import prepare_run
 from vmfmir_cli.training.validation import encode_split, retrieval_metrics
 
 FINAL_DIR = "final"
@@ -175,87 +158,13 @@ class Trainer:
             self._locks.enter_context(folder_lock(run_dir, "run", command))
 
     def _prepare(self) -> None:
-        """Every check and every build step, before the first optimiser step."""
-        cfg, info = self.config, self.dist
-        self.bf16 = use_bf16(cfg.precision, self.device)
-        if cfg.deterministic:
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-            torch.use_deterministic_algorithms(True, warn_only=True)
-        self.checkpoint = None
-        if self.resume_dir is not None:
-            problems: list[str] = []
-            self.checkpoint = ckpt_io.find_checkpoint(self.resume_dir, problems)
-            if self.checkpoint is None:
-                raise ckpt_io.no_checkpoint_error(self.resume_dir, problems)
-            saved = TrainConfig.from_saved(self.checkpoint.state["config"])
-            changed = [k for k in differences(saved, cfg) if k not in RESUMABLE_KEYS]
-            if changed:
-                raise ConfigError(f"cannot change {', '.join(changed)} when resuming {self.resume_dir}")
-        # checks that need neither data nor weights
-        specs = None
-        if self.checkpoint is None:
-            specs = resolve_encoders(cfg, [m for m in cfg.modalities])
-        data = load_training_data(cfg.data, cfg.modalities)
-        if self.checkpoint is not None:
-            trained = list(self.checkpoint.state["model_config"]["encoders"])
-            if sorted(trained) != sorted(data.modalities):
-                raise CheckpointError(
-                    f"the run trains {', '.join(trained)} but the dataset at {cfg.data} gives {', '.join(data.modalities)}"
-                )
-        elif data.dropped:
-            specs = {m: s for m, s in specs.items() if m in data.modalities}
-        self.data = data
-        self.plan = plan_batches(len(data.train), cfg.batch_size, info.world_size)
-        epochs_total = cfg.epochs * self.plan.steps_per_epoch
-        self.total_steps = min(epochs_total, cfg.max_steps) if cfg.max_steps else epochs_total
-        self.modalities = list(data.modalities)
-
-        # the model: built (and its preprocessing fitted) on rank 0; the other ranks rebuild it from
-        # rank 0's config and DDP copies rank 0's initial weights to them
-        from vmfmir_cli.model import MultimodalModel
-
-        sample_rate = int(data.info.get("sample_rate", 16000))
-        torch.manual_seed(mix_seed(cfg.seed, 0x5EED))
-        if self.checkpoint is None:
-            model, model_config = None, None
-            if info.is_main:
-                raws = {m: fit_inputs(data.train, m, sample_rate, captions=cfg.captions) for m in specs}
-                model = build_model(specs, cfg, sample_rate, fit_raws=raws)
-                model_config = model.config()
-            model_config = broadcast_object(model_config, info)
-            if model is None:
-                model = MultimodalModel.from_config(model_config)
-        else:
-            model = MultimodalModel.from_config(self.checkpoint.state["model_config"])
-            model.load_saved_state(self.checkpoint.model_tensors)
-        self.model = model.to(self.device)
-        self.model.train()
-        logit_scale = cfg.logit_scale_init if cfg.loss == "infonce" else None
-        self.module = TrainModule(self.model, logit_scale).to(self.device)
-        if cfg.loss == "infonce":
-            for p in kappa_parameters(self.model):
-                p.requires_grad_(False)
-        if self.checkpoint is not None and self.module.logit_scale is not None:
-            with torch.no_grad():
-                self.module.logit_scale.copy_(self.checkpoint.training_tensors["loss.logit_scale"])
-        if info.enabled:
-            from torch.nn.parallel import DistributedDataParallel
-
-            self.ddp = DistributedDataParallel(
-                self.module,
-                device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                find_unused_parameters=data.partial,
-            )
-        else:
-            self.ddp = self.module
-        self.gather = PackedGather(info)
-        self.optimizer = make_optimizer(cfg, self.module.named_parameters())
-        self.trainable = [p for p in self.module.parameters() if p.requires_grad]
-
-        # datasets
-        rate = audio_rate(self.model, sample_rate)
-        self.train_set, self.val_set = build_datasets(data, self.model, self.modalities, cfg, rate)
-        self.collator = BatchCollator({m: self.model.encoders[m].collate for m in self.modalities})
+        """Every check and every build step, before the first optimiser step (see :mod:`.setup`)."""
+        parts = prepare_run(self.config, self.device, self.dist, self.resume_dir)
+        self.bf16, self.checkpoint, self.data, self.plan = parts.bf16, parts.checkpoint, parts.data, parts.plan
+        self.total_steps, self.modalities = parts.total_steps, parts.modalities
+        self.model, self.module, self.ddp, self.gather = parts.model, parts.module, parts.ddp, parts.gather
+        self.optimizer, self.trainable = parts.optimizer, parts.trainable
+        self.train_set, self.val_set, self.collator = parts.train_set, parts.val_set, parts.collator
 
     def _run(self) -> Path:
         cfg, info = self.config, self.dist
