@@ -37,6 +37,23 @@ def build_tiny_dataset(out: Path, pieces: int = 8, variants: int = 2, bars: int 
     return out
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _feature_cache_in_tmp(tmp_path_factory):
+    """The disk feature cache (vmfmir_cli.encoders.feature_cache) of the whole session, in a temporary
+    folder: tests never write to ~/.cache, and subprocesses inherit the setting."""
+    import os
+
+    from vmfmir_cli.encoders.feature_cache import ENV
+
+    old = os.environ.get(ENV)
+    os.environ[ENV] = str(tmp_path_factory.mktemp("feature-cache"))
+    yield
+    if old is None:
+        os.environ.pop(ENV, None)
+    else:
+        os.environ[ENV] = old
+
+
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory, vmfmir_worker_id: str) -> Path:
     """Folder of a tiny music21 benchmark (manifest.jsonl, dataset.json, audio/, image/)."""

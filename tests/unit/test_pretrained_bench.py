@@ -164,3 +164,5 @@ def test_step_benchmark_quick_writes_json(tmp_path):
     assert base["encoders"]["audio"]["id"] == "mel-cnn" and base["encoders"]["audio"]["frozen_parameters"] == 0
     assert pre["encoders"]["text"]["frozen_parameters"] == 32000 * 256
     assert pre["step_s"] > 0 and base["step_s"] > 0 and "pretrained / built-in step" in proc.stdout
+    assert pre["encoders"]["audio"]["cached_ms_per_item"] > 0  # pitch-cnn has a feature cache ...
+    assert base["encoders"]["audio"]["cached_ms_per_item"] is None  # ... mel-cnn does not

@@ -346,3 +346,21 @@ def test_nothing_is_downloaded(monkeypatch):
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setitem(os.environ, "HF_HUB_OFFLINE", "1")
     text_encoder(), audio_encoder()
+
+
+def test_pitch_cnn_reads_its_saliences_from_the_feature_cache(audio_clips, tmp_path, monkeypatch):
+    from vmfmir_cli.encoders.feature_cache import ENV
+
+    monkeypatch.setenv(ENV, str(tmp_path))
+    first = audio_encoder().preprocess(audio_clips[1])
+    later = audio_encoder()  # another run on the same machine: CREPE must not run again
+
+    def no_crepe(self, raw):
+        raise AssertionError("CREPE ran although the saliences are cached")
+
+    monkeypatch.setattr(PitchCNN, "_saliences", no_crepe)
+    assert torch.equal(later.preprocess(audio_clips[1]), first) and later.features.hits == 1
+    with pytest.raises(AssertionError, match="CREPE ran"):  # other settings: other saliences
+        audio_encoder(hop_length=256).preprocess(audio_clips[1])
+    with pytest.raises(AssertionError, match="CREPE ran"):  # another waveform (a crop, an augmented view)
+        later.preprocess(audio_clips[1][: RATE * 3])

