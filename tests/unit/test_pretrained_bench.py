@@ -166,3 +166,18 @@ def test_step_benchmark_quick_writes_json(tmp_path):
     assert pre["step_s"] > 0 and base["step_s"] > 0 and "pretrained / built-in step" in proc.stdout
     assert pre["encoders"]["audio"]["cached_ms_per_item"] > 0  # pitch-cnn has a feature cache ...
     assert base["encoders"]["audio"]["cached_ms_per_item"] is None  # ... mel-cnn does not
+
+
+def test_warm_features_fills_the_cache_that_training_reads(tiny_dataset, tmp_path, monkeypatch):
+    """benchmarks/warm_features.py: a first pass computes every item, a second only reads."""
+    pytest.importorskip("vmfmir_pretrained", reason="install plugins/vmfmir-pretrained (make install)")
+    from benchmarks import warm_features
+    from vmfmir_cli.encoders.feature_cache import ENV
+
+    monkeypatch.setenv(ENV, str(tmp_path / "cache"))
+    first = warm_features.main(["--data", str(tiny_dataset), "--shard", "0", "--shards", "2"])
+    assert first["encoder"] == "pitch-cnn" and first["items"] > 0 and first["computed"] == first["items"]
+    again = warm_features.main(["--data", str(tiny_dataset), "--shard", "0", "--shards", "2"])
+    assert (again["computed"], again["read"]) == (0, first["items"])
+    other = warm_features.main(["--data", str(tiny_dataset), "--shard", "1", "--shards", "2"])
+    assert other["computed"] == other["items"]  # the other half was not touched
