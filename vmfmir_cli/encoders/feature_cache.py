@@ -26,12 +26,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional
 
 import torch
+
+from vmfmir_cli.errors import WriteError
+from vmfmir_cli.utils_io import write_bytes, write_text
 
 ENV = "VMFMIR_FEATURE_CACHE"
 FORMAT = "vmfmir-features-1"
@@ -85,21 +87,16 @@ class FeatureCache:
         """The stored tensor for ``key``, or None (absent, unreadable or not what this cache wrote)."""
         if self.folder is None:
             return None
-        path = self.path(key)
         try:
-            data = path.read_bytes()
-        except OSError:
-            return None
-        try:
-            from safetensors.torch import load
+            from safetensors import safe_open
 
-            tensors = load(data)
-            meta = _metadata(data)
-        except Exception:  # a torn or foreign file: recompute it
+            with safe_open(str(self.path(key)), framework="pt") as f:
+                meta = f.metadata() or {}
+                if set(f.keys()) != {_TENSOR} or meta.get("format") != FORMAT or meta.get("key") != key:
+                    return None
+                return f.get_tensor(_TENSOR)
+        except Exception:  # absent, torn or foreign: recompute it
             return None
-        if set(tensors) != {_TENSOR} or meta.get("format") != FORMAT or meta.get("key") != key:
-            return None
-        return tensors[_TENSOR]
 
     def put(self, key: str, value: torch.Tensor) -> None:
         """Store ``value`` for ``key`` (atomically: a temporary file renamed into place)."""
@@ -112,12 +109,12 @@ class FeatureCache:
             path.parent.mkdir(parents=True, exist_ok=True)
             sig = self.folder / "signature.json"
             if not sig.exists():
-                _write_atomic(sig, json.dumps(self.signature, indent=2, sort_keys=True).encode())
+                write_text(sig, json.dumps(self.signature, indent=2, sort_keys=True))
             blob = save({_TENSOR: value.detach().to("cpu").contiguous()}, metadata={"format": FORMAT, "key": key})
-            _write_atomic(path, blob)
-        except OSError as exc:
+            write_bytes(path, blob)  # a temporary file renamed into place: readers never see half a file
+        except (OSError, WriteError) as exc:
             warnings.warn(
-                f"vmfmir: the feature cache at {self.folder} cannot be written ({exc.strerror or exc}); "
+                f"vmfmir: the feature cache at {self.folder} cannot be written ({exc}); "
                 f"features are recomputed from now on (set {ENV}=off to silence this, or free some space)",
                 RuntimeWarning,
                 stacklevel=2,
@@ -137,27 +134,6 @@ class FeatureCache:
         if torch.is_tensor(out):
             self.put(key, out)
         return out
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def _metadata(data: bytes) -> dict:
-    """The ``__metadata__`` of a safetensors blob (its header: 8 bytes of length, then JSON)."""
-    size = int.from_bytes(data[:8], "little")
-    if not 0 < size <= len(data) - 8:
-        raise ValueError("not a safetensors header")
-    meta = json.loads(data[8 : 8 + size]).get("__metadata__") or {}
-    return meta if isinstance(meta, dict) else {}
 
 
 def _safe_name(name: str) -> str:
