@@ -61,6 +61,7 @@ BASE = {
     "positive": "analytic",
     "bias_correction": "none",
     "negatives": None,  # the engine's default: analytic with the analytic positive
+    "sample_mean": "probability",  # probability (Kirchhof: mean of per-sample softmaxes) | score (inside)
     # head (VMFHead keywords)
     "kappa_head": "exp",
     "kappa_min": 1.0,
@@ -173,7 +174,7 @@ def loss_fn(params: dict, cfg: dict, gen):
     tau = cfg["tau"] if cfg["tau"] is not None else cfg["kappa_pos"]
     return mc_infonce_loss(dists, samples=samples, inv_temperature=tau, denominator=cfg["denominator"],
                            positive=cfg["positive"], bias_correction=cfg["bias_correction"],
-                           negatives=cfg["negatives"])
+                           negatives=cfg["negatives"], sample_mean=cfg["sample_mean"])
 
 
 def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -195,6 +196,30 @@ def _procrustes_cosine(mu: torch.Tensor, v: torch.Tensor) -> float:
     return float(((v.double() @ (u @ vh)) * mu.double()).sum(-1).mean())
 
 
+def train(net: nn.Module, proc: "Process", cfg: dict, loss=None, on_step=None) -> list[float]:
+    """Train ``net`` for ``cfg["steps"]`` steps of fresh pairs (Adam; kappa detached for the first
+    ``phase_fraction`` of the steps); ``on_step(steps_done)`` after every step. Returns the losses."""
+    loss = loss or loss_fn
+    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
+    gen = torch.Generator().manual_seed(cfg["seed"])
+    phase_steps = int(round(cfg["phase_fraction"] * cfg["steps"]))
+    history = []
+    for step in range(cfg["steps"]):
+        (xa, _, _), (xb, _, _) = proc.draw(cfg["batch"], gen)
+        mu, kappa = net(torch.cat([xa, xb]))
+        if step < phase_steps:
+            kappa = kappa.detach()
+        n = cfg["batch"]
+        value = loss({"a": (mu[:n], kappa[:n]), "b": (mu[n:], kappa[n:])}, cfg, gen)
+        opt.zero_grad(set_to_none=True)
+        value.backward()
+        opt.step()
+        history.append(value.item())
+        if on_step is not None:
+            on_step(step + 1)
+    return history
+
+
 def run_setting(overrides: dict, name: str = "custom") -> dict:
     cfg = {**BASE, **overrides}
     unknown = set(cfg) - set(BASE)
@@ -203,23 +228,8 @@ def run_setting(overrides: dict, name: str = "custom") -> dict:
     torch.manual_seed(cfg["seed"])
     proc = Process(cfg, cfg["seed"])
     net = Net(cfg["obs_factor"] * cfg["d"] + 1, cfg)
-    opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
-    gen = torch.Generator().manual_seed(cfg["seed"])
-    phase_steps = int(round(cfg["phase_fraction"] * cfg["steps"]))
     t0 = time.perf_counter()
-    history = []
-    for step in range(cfg["steps"]):
-        (xa, _, _), (xb, _, _) = proc.draw(cfg["batch"], gen)
-        mu, kappa = net(torch.cat([xa, xb]))
-        if step < phase_steps:
-            kappa = kappa.detach()
-        n = cfg["batch"]
-        params = {"a": (mu[:n], kappa[:n]), "b": (mu[n:], kappa[n:])}
-        loss = loss_fn(params, cfg, gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        history.append(loss.item())
+    history = train(net, proc, cfg)
     train_s = time.perf_counter() - t0
 
     test_gen = torch.Generator().manual_seed(999_000 + cfg["seed"])
@@ -343,6 +353,17 @@ CALIBRATION = [
 SCALES = (0.25, 0.5, 1.0, 2.0, 4.0)
 
 
+def parse_sets(items: list[str], fail) -> dict:
+    """``--set KEY=VALUE`` items -> recipe overrides; ``fail(message)`` on a malformed item or unknown key."""
+    sets = {}
+    for text in items:
+        key, sep, value = text.partition("=")
+        if not sep or key not in BASE:
+            fail(f"--set expects KEY=VALUE with KEY one of {', '.join(BASE)}, got {text!r}")
+        sets[key] = _parse_value(value)
+    return sets
+
+
 def calibration(sets: dict, reps: int = 3) -> list[dict]:
     """Per setting: the loss of (mu = v, kappa = c kappa_true) for c in SCALES, mean of ``reps`` batches.
     A loss whose minimum sits at c = 1 is calibrated for the true directions (no training involved)."""
@@ -381,12 +402,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    sets = {}
-    for text in args.set:
-        key, sep, value = text.partition("=")
-        if not sep or key not in BASE:
-            parser.error(f"--set expects KEY=VALUE with KEY one of {', '.join(BASE)}, got {text!r}")
-        sets[key] = _parse_value(value)
+    sets = parse_sets(args.set, parser.error)
     if args.seed is not None:
         sets["seed"] = args.seed
     if args.quick:

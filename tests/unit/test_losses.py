@@ -292,23 +292,28 @@ def test_debiased_ssw_scores_identical_vmfs_zero_within_monte_carlo_error(kappa)
         ssw_alignment_loss(same, num_samples=1, generator=gen)
 
 
-def test_analytic_negatives_match_the_closed_form_by_hand():
-    import math
-
-    from vmfmir_cli.engine.losses import mc_infonce_loss
-    from vmfmir_cli.engine.vmf import VonMisesFisher, log_normalizer
+def _toy_pairs(d=5, B=4, S=3, tau=7.0):
+    """Two modalities of B float64 vMFs, S samples each, and ``kernel(z, m, j)`` =
+    log E_{z' ~ vMF_m,j} exp(tau z.z') in closed form, for the by-hand checks."""
+    from vmfmir_cli.engine.vmf import log_normalizer
 
     g = torch.Generator().manual_seed(0)
-    d, B, S, tau = 5, 4, 3, 7.0
     loc = {m: torch.nn.functional.normalize(torch.randn(B, d, generator=g, dtype=torch.float64), dim=-1) for m in "ab"}
     kap = {m: 1.0 + 20 * torch.rand(B, generator=g, dtype=torch.float64) for m in "ab"}
     dists = {m: VonMisesFisher(loc[m], kap[m]) for m in "ab"}
     samples = {m: dists[m].sample((S,), generator=g) for m in "ab"}
-    got = mc_infonce_loss(dists, samples=samples, inv_temperature=tau, negatives="analytic")
 
-    def kernel(zs, m, j):  # log E_{z' ~ vMF_m,j} exp(tau z.z')
+    def kernel(zs, m, j):
         r = torch.linalg.vector_norm(kap[m][j] * loc[m][j] + tau * zs)
         return float(log_normalizer(kap[m][j:j + 1], d) - log_normalizer(r.reshape(1), d))
+
+    return dists, samples, kernel
+
+
+def test_analytic_negatives_match_the_closed_form_by_hand():
+    B, S, tau = 4, 3, 7.0
+    dists, samples, kernel = _toy_pairs(B=B, S=S, tau=tau)
+    got = mc_infonce_loss(dists, samples=samples, inv_temperature=tau, negatives="analytic")
 
     total = 0.0
     for a, b in (("a", "b"), ("b", "a")):
@@ -323,3 +328,52 @@ def test_analytic_negatives_match_the_closed_form_by_hand():
     assert float(got) == pytest.approx(total / 2, rel=1e-6)  # log C_d to ~1e-9 on either path
     with pytest.raises(ValueError, match="positive"):
         mc_infonce_loss(dists, samples=samples, negatives="analytic", positive="sampled")
+
+
+def test_score_form_matches_the_formula_by_hand():
+    """sample_mean="score": f_ij = log mean_s E_{z'~vMF_j} exp(tau z_s.z'), then cross-entropy over j."""
+    B, S, tau = 4, 3, 7.0
+    dists, samples, kernel = _toy_pairs(B=B, S=S, tau=tau)
+    got = mc_infonce_loss(dists, samples=samples, inv_temperature=tau, sample_mean="score")
+
+    total = 0.0
+    for a, b in (("a", "b"), ("b", "a")):
+        per = []
+        for i in range(B):
+            scores = [math.log(sum(math.exp(kernel(samples[a][s, i], b, j)) for s in range(S)) / S) for j in range(B)]
+            per.append(-(scores[i] - math.log(sum(math.exp(x) for x in scores))))
+        total += sum(per) / B
+    assert float(got) == pytest.approx(total / 2, rel=1e-6)
+    assert float(got) != pytest.approx(float(mc_infonce_loss(dists, samples=samples, inv_temperature=tau)), rel=1e-3)
+    with pytest.raises(ValueError, match="negatives"):
+        mc_infonce_loss(dists, samples=samples, sample_mean="score", negatives="sampled")
+    with pytest.raises(ValueError, match="jackknife"):
+        mc_infonce_loss(dists, samples=samples, sample_mean="score", bias_correction="jackknife")
+    with pytest.raises(ValueError, match="sample_mean"):
+        mc_infonce_loss(dists, samples=samples, sample_mean="inside")
+
+
+@pytest.mark.parametrize("setting,factor", [("d8", 2.0), ("d64-kappa16-256", 4.0)])
+def test_score_form_is_lowest_at_the_true_kappas(setting, factor):
+    """On the controlled process (benchmarks/controlled.py), with mu at the true posterior's mean, the
+    score form is lower at the true kappas than at kappa / factor or kappa x factor (at d = 64 the
+    curve is flat between 0.5 and 1 x kappa within the noise of two batches)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    import controlled
+
+    cfg = {**controlled.BASE, **controlled.SETTINGS[setting]}
+    proc = controlled.Process(cfg, 0)
+    gen = torch.Generator().manual_seed(3)
+    batches = [proc.draw(128, gen) for _ in range(2)]
+    curve = []
+    for c in (1.0 / factor, 1.0, factor):
+        total = 0.0
+        for (_, va, ka), (_, vb, kb) in batches:
+            dists = {"a": VonMisesFisher(va, ka * c), "b": VonMisesFisher(vb, kb * c)}
+            total += float(mc_infonce_loss(dists, 16, cfg["kappa_pos"], generator=torch.Generator().manual_seed(7),
+                                           sample_mean="score"))
+        curve.append(total / len(batches))
+    assert curve[1] < curve[0] and curve[1] < curve[2], curve

@@ -115,6 +115,18 @@ def test_latest_pointer_symlink_and_text_file(tmp_path):
         resolve_run_dir(tmp_path / "nowhere" / "latest")
 
 
+def _toy_batch():
+    """Six items with audio and text vMFs in d = 8: (mu, kappa, params, masks) for training_loss."""
+    import torch
+
+    g = torch.Generator().manual_seed(0)
+    mu = {m: torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=-1) for m in ("audio", "text")}
+    kappa = {m: torch.rand(6, generator=g) * 30 + 2 for m in mu}
+    params = {m: (mu[m], kappa[m]) for m in mu}
+    masks = {m: torch.ones(6, dtype=torch.bool) for m in mu}
+    return mu, kappa, params, masks
+
+
 def test_the_recipe_keys_reach_the_engine_loss():
     """training_loss passes mc_negatives / mc_positive / denominator through to mc_infonce_loss."""
     import torch
@@ -123,11 +135,7 @@ def test_the_recipe_keys_reach_the_engine_loss():
     from vmfmir_cli.engine.vmf import VonMisesFisher
     from vmfmir_cli.training.objective import training_loss
 
-    g = torch.Generator().manual_seed(0)
-    mu = {m: torch.nn.functional.normalize(torch.randn(6, 8, generator=g), dim=-1) for m in ("audio", "text")}
-    kappa = {m: torch.rand(6, generator=g) * 30 + 2 for m in mu}
-    params = {m: (mu[m], kappa[m]) for m in mu}
-    masks = {m: torch.ones(6, dtype=torch.bool) for m in mu}
+    mu, kappa, params, masks = _toy_batch()
     for negatives in ("sampled", "analytic"):
         cfg = load_config(overrides={"loss": "baseline", "mc_negatives": negatives})
         got, _, _ = training_loss(params, masks, cfg, generator=torch.Generator().manual_seed(1))
@@ -137,3 +145,30 @@ def test_the_recipe_keys_reach_the_engine_loss():
         assert torch.allclose(got, want), (negatives, got, want)
     assert not torch.allclose(*(training_loss(params, masks, load_config(overrides={"loss": "baseline", "mc_negatives": n}),
                                               generator=torch.Generator().manual_seed(1))[0] for n in ("sampled", "analytic")))
+
+
+def test_mc_sample_mean_reaches_the_engine_and_is_validated():
+    """mc_sample_mean = 'score' is passed through; it needs analytic negatives and no jackknife."""
+    import torch
+
+    from vmfmir_cli.engine.losses import mc_infonce_loss
+    from vmfmir_cli.engine.vmf import VonMisesFisher
+    from vmfmir_cli.training.objective import training_loss
+
+    mu, kappa, params, masks = _toy_batch()
+    dists = {m: VonMisesFisher(mu[m], kappa[m], validate_args=False) for m in mu}
+    losses = {}
+    for mean in ("probability", "score"):
+        cfg = load_config(overrides={"loss": "baseline", "mc_sample_mean": mean})
+        got, _, _ = training_loss(params, masks, cfg, generator=torch.Generator().manual_seed(1))
+        want = mc_infonce_loss(dists, cfg.mc_samples, cfg.inv_temperature, generator=torch.Generator().manual_seed(1),
+                               sample_mean=mean)
+        assert torch.allclose(got, want), (mean, got, want)
+        losses[mean] = got
+    assert not torch.allclose(losses["probability"], losses["score"])
+    with pytest.raises(ConfigError, match="'mc_sample_mean' must be one of probability, score"):
+        load_config(overrides={"mc_sample_mean": "inside"})
+    with pytest.raises(ConfigError, match="'mc_sample_mean'.*needs mc_negatives = 'analytic'"):
+        load_config(sets=["mc_sample_mean='score'", "mc_negatives='sampled'"])
+    with pytest.raises(ConfigError, match="'mc_bias_correction'.*applies to mc_sample_mean = 'probability' only"):
+        load_config(sets=["mc_sample_mean='score'", "mc_bias_correction='jackknife'"])

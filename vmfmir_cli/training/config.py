@@ -47,6 +47,7 @@ DENOMINATORS = ("sum", "mean")
 MC_POSITIVES = ("analytic", "sampled")
 MC_NEGATIVES = ("sampled", "analytic")
 MC_BIAS_CORRECTIONS = ("none", "jackknife")
+MC_SAMPLE_MEANS = ("probability", "score")
 OPTIMIZERS = ("adamw", "adam", "sgd")
 SCHEDULES = ("cosine", "linear", "constant")
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -95,6 +96,9 @@ class TrainConfig:
     mc_positive: str = "analytic"  # analytic (positive vMF integrated out) | sampled (the paper's estimate)
     mc_bias_correction: str = "none"  # none | jackknife (of the log of the mean over samples)
     mc_negatives: str = "analytic"  # analytic (every candidate's vMF integrated out) | sampled (one draw per negative)
+    # where the mean over the anchor's samples goes: probability (Kirchhof: mean of per-sample softmaxes)
+    # | score (inside each candidate's score: log E exp(tau z.z'), InfoNCE's optimal critic; needs analytic)
+    mc_sample_mean: str = "probability"
     kappa_detach_fraction: float = 0.0  # phased schedule: train mu only (kappa detached) for this share of the steps
     ssw_lambda: float = 0.1  # weight of the SSW alignment term (proposed)
     ssw_p: float = 2.0
@@ -377,6 +381,7 @@ def validate(config: TrainConfig) -> TrainConfig:
     choice("mc_positive", MC_POSITIVES)
     choice("mc_bias_correction", MC_BIAS_CORRECTIONS)
     choice("mc_negatives", MC_NEGATIVES)
+    choice("mc_sample_mean", MC_SAMPLE_MEANS)
     mods = config.modalities
     for m in mods:
         if m not in MODALITIES:
@@ -421,6 +426,10 @@ def validate(config: TrainConfig) -> TrainConfig:
         )
     if config.mc_negatives == "analytic" and config.mc_positive != "analytic":
         raise bad("mc_negatives", "= 'analytic' needs mc_positive = 'analytic' (both sides integrated out)")
+    if config.mc_sample_mean == "score" and config.mc_negatives != "analytic":
+        raise bad("mc_sample_mean", "= 'score' needs mc_negatives = 'analytic' (every candidate integrated out)")
+    if config.mc_sample_mean == "score" and config.mc_bias_correction != "none":
+        raise bad("mc_bias_correction", "= 'jackknife' applies to mc_sample_mean = 'probability' only")
     if config.mc_bias_correction == "jackknife" and config.mc_samples < 2:
         raise bad("mc_samples", "must be at least 2 for mc_bias_correction = 'jackknife'")
     if not (0 <= config.kappa_detach_fraction < 1):

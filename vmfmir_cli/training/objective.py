@@ -41,7 +41,7 @@ def training_loss(
     ``params[m] = (mu (B, d), kappa (B,))`` with rows aligned by item; ``masks[m]`` (bool ``(B,)``)
     marks the items that have ``m``. ``config`` needs ``loss``, ``mc_samples``,
     ``inv_temperature``, ``ssw_lambda``, ``ssw_p`` and ``ssw_projections``; the recipe keys
-    ``denominator``, ``mc_positive``, ``mc_negatives``, ``mc_bias_correction``, ``ssw_samples``, ``ssw_debias`` and
+    ``denominator``, ``mc_positive``, ``mc_negatives``, ``mc_sample_mean``, ``mc_bias_correction``, ``ssw_samples``, ``ssw_debias`` and
     ``kappa_detach_fraction`` take the engine's defaults when ``config`` lacks them.
     ``progress`` (share of the run's steps done, in [0, 1)) drives the phased schedule: while it is
     below ``kappa_detach_fraction`` kappa is detached (only mu learns).
@@ -69,6 +69,7 @@ def training_loss(
         positive=getattr(config, "mc_positive", "analytic"),
         bias_correction=getattr(config, "mc_bias_correction", "none"),
         negatives=getattr(config, "mc_negatives", None),  # None: the engine's default for the positive
+        sample_mean=getattr(config, "mc_sample_mean", "probability"),
     )
     terms = {"loss": contrastive, "contrastive": contrastive}
     if config.loss == "proposed":
