@@ -196,10 +196,9 @@ def _procrustes_cosine(mu: torch.Tensor, v: torch.Tensor) -> float:
     return float(((v.double() @ (u @ vh)) * mu.double()).sum(-1).mean())
 
 
-def train(net: nn.Module, proc: "Process", cfg: dict, loss=None, on_step=None) -> list[float]:
+def train(net: nn.Module, proc: "Process", cfg: dict, loss=loss_fn, on_step=None) -> list[float]:
     """Train ``net`` for ``cfg["steps"]`` steps of fresh pairs (Adam; kappa detached for the first
     ``phase_fraction`` of the steps); ``on_step(steps_done)`` after every step. Returns the losses."""
-    loss = loss or loss_fn
     opt = torch.optim.Adam(net.parameters(), lr=cfg["lr"])
     gen = torch.Generator().manual_seed(cfg["seed"])
     phase_steps = int(round(cfg["phase_fraction"] * cfg["steps"]))
