@@ -10,6 +10,12 @@ on the study's own data, see ``stages.probe``): per run, the probe's overhead (s
 one validation) + steps x the probe's seconds per step + one more validation per further epoch +
 one test evaluation (main and side runs). The probe's steps are first-epoch steps (the
 preprocessing cache is still cold), so the estimate errs on the long side for later epochs.
+
+With ``--jobs N`` the runs go N at a time (``parallel.py``; the probe then measures its costs N at a
+time too) and the estimate is the wall time of that schedule: the tuning runs, then the
+feature-cache warm-up shards and the main and side runs, each phase assigned in plan order to the
+first free worker. The warm-up (side table only) is estimated as if the cache were cold, an upper
+bound: a warm cache is only read.
 """
 
 from __future__ import annotations
@@ -17,9 +23,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
-GROUPS = ("tune", "main", "side")
+GROUPS = ("tune", "warm", "main", "side")
 #: `vmfmir prepare music21` cost per piece (README: 2,000 pieces in 319 s with 2 workers)
 PREPARE_SECONDS_PER_PIECE = 319.0 / 2000
+#: filling the side encoders' feature cache, per audio item on one thread (README: 13.3 min for the
+#: 4,000 audio items of the default benchmark in 2 one-thread shards)
+WARM_SECONDS_PER_ITEM = 13.3 * 60 * 2 / 4000
 
 
 @dataclass
@@ -102,26 +111,47 @@ def run_seconds(spec: RunSpec, steps: int, epochs: int, costs: Costs) -> float:
     return seconds + (costs.eval if spec.evaluated_on_test else 0.0)
 
 
+def makespan(seconds: list[float], jobs: int) -> float:
+    """Wall time of tasks taken in order by ``jobs`` workers, each task going to the first free one."""
+    lanes = [0.0] * max(1, jobs)
+    for t in seconds:
+        i = lanes.index(min(lanes))
+        lanes[i] += t
+    return max(lanes)
+
+
 def estimate(
     specs: list[RunSpec],
     steps_per_run: Mapping[str, int],
     epochs: int,
     costs: Costs,
     prepare: float = 0.0,
+    jobs: int = 1,
+    warm: float = 0.0,
 ) -> dict[str, Any]:
-    """``{"total", "prepare", "groups": {group: seconds}, "runs": {key: seconds}}`` in seconds
-    (``prepare``: the estimate of building the dataset, 0 when it exists)."""
+    """``{"total", "prepare", "jobs", "groups": {group: seconds}, "runs": {key: seconds}}`` in seconds.
+
+    ``prepare``: building the dataset (0 when it exists); ``warm``: the feature-cache warm-up on one
+    thread, split into ``jobs`` shards. ``runs`` are the seconds of each run; ``groups`` the wall
+    time of each group's share (its runs' seconds over ``jobs``); ``total`` the wall time of the
+    schedule (module docstring)."""
     runs = {s.key: run_seconds(s, int(steps_per_run[s.key]), epochs, costs) for s in specs}
-    groups = {g: sum(v for k, v in runs.items() if k.startswith(g + "/")) for g in GROUPS}
-    return {"total": prepare + sum(runs.values()), "prepare": prepare, "groups": groups, "runs": runs}
+    jobs = max(1, jobs)
+    groups = {g: sum(v for k, v in runs.items() if k.startswith(g + "/")) / jobs for g in GROUPS}
+    groups["warm"] = warm / jobs
+    tune = [runs[s.key] for s in specs if s.group == "tune"]
+    rest = ([warm / jobs] * jobs if warm else []) + [runs[s.key] for s in specs if s.group != "tune"]
+    total = prepare + makespan(tune, jobs) + makespan(rest, jobs)
+    return {"total": total, "prepare": prepare, "jobs": jobs, "groups": groups, "runs": runs}
 
 
 def epochs_within(
-    specs: list[RunSpec], steps_per_epoch: int, epochs: int, costs: Costs, budget_s: float, prepare: float = 0.0
+    specs: list[RunSpec], steps_per_epoch: int, epochs: int, costs: Costs, budget_s: float, prepare: float = 0.0,
+    jobs: int = 1, warm: float = 0.0,
 ) -> Optional[int]:
     """The most epochs (at most ``epochs``) whose estimate fits ``budget_s``; None when not even one does."""
     for e in range(epochs, 0, -1):
-        if estimate(specs, {s.key: e * steps_per_epoch for s in specs}, e, costs, prepare)["total"] <= budget_s:
+        if estimate(specs, {s.key: e * steps_per_epoch for s in specs}, e, costs, prepare, jobs, warm)["total"] <= budget_s:
             return e
     return None
 
@@ -131,7 +161,8 @@ def describe(est: Mapping[str, Any], budget_s: Optional[float] = None) -> str:
     parts = [f"{g} {est['groups'][g] / 60:.0f} min" for g in GROUPS if est["groups"].get(g)]
     if est.get("prepare"):
         parts.insert(0, f"prepare {est['prepare'] / 60:.0f} min")
-    text = f"estimated {est['total'] / 60:.0f} min ({', '.join(parts)})"
+    jobs = est.get("jobs", 1)
+    text = f"estimated {est['total'] / 60:.0f} min ({', '.join(parts)}{f'; {jobs} runs at a time' if jobs > 1 else ''})"
     if budget_s:
         text += f"; budget {budget_s / 60:.0f} min" + (" - OVER BUDGET" if est["total"] > budget_s else "")
     return text
@@ -141,12 +172,14 @@ __all__ = [
     "Costs",
     "GROUPS",
     "PREPARE_SECONDS_PER_PIECE",
+    "WARM_SECONDS_PER_ITEM",
     "RunSpec",
     "budget_per_loss",
     "cost_key",
     "describe",
     "epochs_within",
     "estimate",
+    "makespan",
     "run_seconds",
     "study_specs",
     "tune_specs",

@@ -364,6 +364,11 @@ def _earlier_note(report: Mapping[str, Any]) -> str:
             f"runs it reused: {_minutes(total)} in all)")
 
 
+def _jobs_text(jobs: int, threads: int) -> str:
+    return (f"{jobs} runs at a time with 1 torch thread each (`--jobs {jobs}`)" if jobs > 1
+            else f"one run at a time, torch threads {threads}")
+
+
 def _minutes(seconds: Optional[float]) -> str:
     return "–" if seconds is None else f"{seconds / 60:.1f} min"
 
@@ -377,7 +382,7 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"## {title}: Proposed vs Baseline vs InfoNCE on the music21 benchmark",
         "",
         f"Command: `{report['command']}` — {_minutes(report['seconds'])} on this machine{_earlier_note(report)} "
-        f"({mach['cpu_count']} CPU cores, torch threads {mach['torch_threads']}, device {s.get('device') or 'auto'}, "
+        f"({mach['cpu_count']} CPU cores, {_jobs_text(s.get('jobs', 1), mach['torch_threads'])}, device {s.get('device') or 'auto'}, "
         f"load average {mach.get('load_average_at_start', '?')} at the start, {mach.get('load_average_at_end', '?')} at the end); "
         f"estimated before training: {_minutes(report['estimate']['total'])} (a fresh prepare at the README's rate + "
         "the runs at the probe's measured costs; the probe's own time is not in it).",

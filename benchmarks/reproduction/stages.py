@@ -42,10 +42,13 @@ def vmfmir_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "vmfmir_cli", *args]
 
 
-def _run(cmd: list[str]) -> subprocess.CompletedProcess:
-    """Run a vmfmir command with this checkout's package first on the path; stdout captured."""
+def _run(cmd: list[str], threads: Optional[int] = None) -> subprocess.CompletedProcess:
+    """Run a vmfmir command with this checkout's package first on the path; stdout captured.
+    ``threads``: the process's torch / OpenMP threads (``--jobs``: one per process), else inherited."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     return subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
 
 
@@ -177,11 +180,11 @@ def _train_cmd(
     )
 
 
-def _run_train(cmd: list[str], what: str, hint: str) -> tuple[dict[str, Any], float]:
+def _run_train(cmd: list[str], what: str, hint: str, threads: Optional[int] = None) -> tuple[dict[str, Any], float]:
     """Run a ``vmfmir train --json`` command: (its summary, wall seconds); a failure stops the study."""
     log(f"{what}: {_shown(cmd)}")
     t0 = time.perf_counter()
-    proc = _run(cmd)
+    proc = _run(cmd, threads)
     seconds = time.perf_counter() - t0
     if proc.returncode != 0:
         raise SystemExit(f"{what} failed (exit {proc.returncode}); {hint}")
@@ -189,7 +192,8 @@ def _run_train(cmd: list[str], what: str, hint: str) -> tuple[dict[str, Any], fl
 
 
 def train(
-    spec: RunSpec, config_file: Path, data: Path, runs: Path, epochs: int, sets: list[str], device: Optional[str]
+    spec: RunSpec, config_file: Path, data: Path, runs: Path, epochs: int, sets: list[str], device: Optional[str],
+    threads: Optional[int] = None,
 ) -> dict[str, Any]:
     """Train ``runs/<name>`` (or reuse a finished run / resume an interrupted one with the same settings)."""
     run_dir = runs / spec.name
@@ -212,7 +216,7 @@ def train(
         raise SystemExit(f"{run_dir} exists but is not a run vmfmir can resume; remove it or pass another --runs folder")
     else:
         cmd = _train_cmd(config_file, data, spec.loss, spec.seed, epochs, runs, spec.name, device, sets)
-    summary, seconds = _run_train(cmd, f"train {spec.key}", "rerun the study to resume it")
+    summary, seconds = _run_train(cmd, f"train {spec.key}", "rerun the study to resume it", threads)
     log(f"train {spec.key}: {seconds:.0f} s, best val MRR {summary.get('best_mrr', float('nan')):.4f}")
     return {**record, "reused": False, "command": _shown(cmd), "seconds": seconds, "summary": summary}
 
@@ -255,45 +259,70 @@ def probe(
     device: Optional[str],
     sets: Optional[list[str]] = None,
     steps: int = 3,
+    jobs: int = 1,
 ) -> Costs:
     """Train ``steps`` steps of one run of every (encoder set, loss) of the plan and evaluate one of
     them on test: the measured seconds per step, per-run overhead and evaluation time.
 
     ``configs``: the config file of each :func:`cost_key`. The runs go to ``folder`` (removed first).
+    ``jobs > 1``: the probe runs go ``jobs`` at a time with one thread each, as the study's runs
+    will, so that the costs are those of a run sharing the machine.
     """
     import shutil
 
+    from benchmarks.reproduction.parallel import Task, run_tasks
     from vmfmir_cli.training.config import load_config
 
     if folder.exists():
         shutil.rmtree(folder)
-    step_s, overhead = {}, {}
-    eval_s = None
-    first = {}
+    first: dict[str, RunSpec] = {}
     for spec in specs:
         first.setdefault(cost_key(spec), spec)
-    for key, spec in first.items():
+    threads = 1 if jobs > 1 else None
+
+    def one(key: str, spec: RunSpec) -> tuple[float, float]:
         cfg = load_config(configs[key], sets=sets)
         batch = min(cfg.batch_size, n_train)
         name = key.replace(":", "-")
         cmd = _train_cmd(configs[key], data, spec.loss, 0, epochs, folder, name, device,
                          [*(sets or []), "log_every=1", "checkpoint_every=0"], ["--max-steps", str(steps)])
-        _, wall = _run_train(cmd, f"probe {key}", "see the messages above")
+        _, wall = _run_train(cmd, f"probe {key}", "see the messages above", threads)
         times = _step_seconds(folder / name / "metrics.jsonl", batch)
-        step_s[key] = statistics.median(times[1:] if len(times) > 1 else times)
-        overhead[key] = max(0.0, wall - sum(times))
-        log(f"probe {key}: {step_s[key]:.2f} s per step, {overhead[key]:.0f} s start + build + validation")
-        if eval_s is None:
-            t0 = time.perf_counter()
-            evaluate_run(folder / name, data, None, device)
-            eval_s = time.perf_counter() - t0
-            log(f"probe {key}: a test evaluation takes {eval_s:.0f} s")
+        step = statistics.median(times[1:] if len(times) > 1 else times)
+        log(f"probe {key}: {step:.2f} s per step, {max(0.0, wall - sum(times)):.0f} s start + build + validation")
+        return step, max(0.0, wall - sum(times))
+
+    measured = run_tasks([Task("probe", lambda k=k, s=s: one(k, s)) for k, s in first.items()], jobs)
+    step_s = {k: m[0] for k, m in zip(first, measured)}
+    overhead = {k: m[1] for k, m in zip(first, measured)}
+    t0 = time.perf_counter()
+    evaluate_run(folder / next(iter(first)).replace(":", "-"), data, None, device)
+    eval_s = time.perf_counter() - t0
+    log(f"probe: a test evaluation takes {eval_s:.0f} s")
     # a validation with a warm cache: the encoders' forward pass over the val split; a forward is
     # about a third of a training step's forward + backward (the cheapest loss: mostly encoders)
     cheapest = min(step_s.values())
     batch = max(1, min(load_config(next(iter(configs.values())), sets=sets).batch_size, n_train))
     val = cheapest * n_val / batch / 3
-    return Costs(step_s, overhead, val, float(eval_s or 0.0), source=f"probe: {steps} steps of each loss on the study's data")
+    source = f"probe: {steps} steps of each loss on the study's data" + (f", {jobs} at a time" if jobs > 1 else "")
+    return Costs(step_s, overhead, val, float(eval_s), source=source)
+
+
+def warm_features(data: Path, config: Path, shard: int, shards: int, threads: Optional[int]) -> dict[str, Any]:
+    """One shard of ``benchmarks/warm_features.py``: fill the disk feature cache of ``config``'s audio
+    encoder for the dataset's audio items (a no-op for encoders without a cache; items already cached
+    are only read). Returns the script's JSON line (counts and seconds)."""
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "warm_features.py"), "--data", str(data), "--config", str(config),
+           "--shard", str(shard), "--shards", str(shards), "--threads", str(threads or os.cpu_count() or 1)]
+    log(f"warm {shard + 1}/{shards}: {shlex.join(['python', *cmd[1:]])}")
+    proc = _run(cmd, threads)
+    if proc.returncode != 0:
+        raise SystemExit(f"warming the feature cache failed (exit {proc.returncode}); see the messages above")
+    lines = [l for l in proc.stdout.splitlines() if l.strip()]
+    result = json.loads(lines[-1]) if lines else {}
+    log(f"warm {shard + 1}/{shards}: {result.get('computed', 0)} computed, {result.get('read', 0)} read, "
+        f"{result.get('seconds', 0):.0f} s")
+    return result
 
 
 # --------------------------------------------------------------------------------------------------
@@ -425,6 +454,7 @@ __all__ = [
     "probe",
     "steps_per_epoch",
     "train",
+    "warm_features",
     "write_config",
     "write_json",
 ]

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.reproduction import analysis, plan, report, settings, stats  # noqa: E402
+from benchmarks.reproduction import analysis, parallel, plan, report, settings, stats  # noqa: E402
 
 
 def t(values) -> torch.Tensor:
@@ -197,6 +197,80 @@ def test_the_estimate_adds_up_the_plan():
     assert "OVER BUDGET" in plan.describe(est, budget_s=100) and "OVER" not in plan.describe(est, budget_s=1e6)
     fits = plan.epochs_within(specs, 25, 4, costs, budget_s=est["total"] - 1, prepare=60.0)
     assert fits == 3 and plan.epochs_within(specs, 25, 4, costs, budget_s=10.0) is None
+
+
+def test_the_estimate_of_parallel_runs_is_the_wall_time_of_their_schedule():
+    specs = plan.tune_specs([("recipe", "proposed", {}), ("recipe", "infonce", {})], 100) + plan.study_specs(
+        ["proposed", "infonce"], 2, {}, {"audio": {"id": "x"}}, 1)
+    costs = plan.Costs(step={"proposed": 1.0, "infonce": 0.5}, overhead={"proposed": 20.0, "infonce": 10.0}, val=2.0,
+                       eval=30.0)
+    steps = {s.key: 100 for s in specs}
+    one = plan.estimate(specs, steps, epochs=4, costs=costs, warm=400.0)
+    two = plan.estimate(specs, steps, epochs=4, costs=costs, jobs=2, warm=400.0)
+    p, i = 20 + 100 + 6, 10 + 50 + 6  # a proposed / an infonce run without its test evaluation
+    assert one["total"] == pytest.approx(p + i + 400 + 3 * (p + 30) + 3 * (i + 30))
+    # tune: the two runs side by side; then two 200 s warm-up shards, then the six runs greedily:
+    # lanes after the shards [200, 200]; +P +I -> [356, 296]; +P -> [356, 452]; +I -> [452, 452];
+    # +P (side) -> [608, 452]; +I (side) -> [608, 548]
+    assert two["total"] == pytest.approx(max(p, i) + 608)
+    assert two["groups"]["warm"] == pytest.approx(200) and two["groups"]["main"] == pytest.approx(one["groups"]["main"] / 2)
+    assert "2 runs at a time" in plan.describe(two) and "at a time" not in plan.describe(one)
+    assert plan.makespan([5.0, 1.0, 1.0, 1.0], 2) == 5.0 and plan.makespan([], 3) == 0.0
+
+
+def test_parallel_tasks_start_in_order_keep_their_results_in_order_and_time_each_group():
+    import threading
+
+    started, lock = [], threading.Lock()
+    gate = threading.Event()
+
+    def task(i, wait=False):
+        def fn():
+            with lock:
+                started.append(i)
+            if wait:
+                assert gate.wait(5)
+            time.sleep(0.01)
+            return i * i
+        return fn
+
+    # task 0 blocks until task 3 has started: only possible when two workers run at once
+    tasks = [parallel.Task("a", task(0, wait=True)), parallel.Task("a", task(1)), parallel.Task("b", task(2)),
+             parallel.Task("b", lambda: (started.append(3), gate.set(), 9)[-1])]
+    seen = []
+    outcome = parallel.Outcome()
+    assert parallel.run_tasks(tasks, 2, lambda i, r: seen.append((i, r)), outcome) == [0, 1, 4, 9]
+    assert started.index(0) < started.index(2) and started.index(1) < started.index(2) < started.index(3)
+    assert sorted(seen) == [(0, 0), (1, 1), (2, 4), (3, 9)]
+    assert 0 < outcome.wall("b") <= outcome.wall("a") and outcome.wall("none") == 0.0
+    # one worker: the calling thread, in order
+    assert parallel.run_tasks([parallel.Task("a", task(k)) for k in range(3)], 1) == [0, 1, 4]
+
+
+def test_the_union_of_overlapping_spans_counts_each_second_once():
+    out = parallel.Outcome({"a": [(0.0, 10.0), (5.0, 12.0), (20.0, 21.0), (20.5, 20.7)]})
+    assert out.wall("a") == pytest.approx(13.0)
+
+
+def test_a_failed_task_stops_new_ones_and_is_raised_after_the_running_ones_finish():
+    ran = []
+
+    def ok(i, seconds=0.0):
+        def fn():
+            time.sleep(seconds)
+            ran.append(i)
+            return i
+        return fn
+
+    def boom():
+        raise SystemExit("run 1 failed")
+
+    tasks = [parallel.Task("g", ok(0, 0.2)), parallel.Task("g", boom)] + [parallel.Task("g", ok(k)) for k in range(2, 6)]
+    with pytest.raises(SystemExit, match="run 1 failed"):
+        parallel.run_tasks(tasks, 2)
+    assert 0 in ran and not set(ran) & {3, 4, 5}  # the running task finished; later ones never started
+    with pytest.raises(ValueError):
+        parallel.run_tasks(tasks, 0)
 
 
 def test_study_configs_are_what_vmfmir_train_reads(tmp_path):
