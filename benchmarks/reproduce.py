@@ -2,7 +2,7 @@
 
     python benchmarks/reproduce.py                 # the full study (`make reproduce`), within 2 hours on 2 CPU cores
     python benchmarks/reproduce.py --quick         # every stage on a tiny setting in a few minutes
-    python benchmarks/reproduce.py --estimate-only # prepare + probe: print the time estimate and stop
+    python benchmarks/reproduce.py --estimate-only # prepare (+ feature-cache warm-up with --side) + probe: the time estimate
     python benchmarks/reproduce.py --tune          # only the val-only tuning stage
     python benchmarks/reproduce.py --report-only   # recompute the statistics from the saved per-query ranks
     python benchmarks/reproduce.py --side          # also the side table (the other encoder set, 3 seeds)
@@ -20,7 +20,10 @@ one generated line each: (1) Proposed vs Baseline, (2) probabilistic vs InfoNCE 
 captions and fused queries, (3) is kappa a real uncertainty, (4) what SSW changes about kappa.
 
 Before training, a probe (3 steps of each loss on the study's data, one test evaluation) measures
-the costs and the script prints the time estimate of the whole plan. Rerunning the same command
+the costs and the script prints the time estimate of the whole plan. `--jobs N` (default 2 on 2 or
+more cores) trains N runs at a time with one torch thread each; the probe is then measured N at a
+time too. With `--side`, the side encoders' disk feature cache is filled first (warm_features.py,
+one shard per job), so that the probe and the side runs read it. Rerunning the same command
 reuses finished runs and evaluations. The code is in benchmarks/reproduction/.
 """
 

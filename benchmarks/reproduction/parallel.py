@@ -6,9 +6,8 @@ process gets one torch thread (``OMP_NUM_THREADS=1``); measured on the study's p
 such processes side by side train 1.14x as many steps per second as one process with 2 threads
 (README, "Reproduction"), because a step of these small models does not keep two threads busy.
 
-Tasks start in list order (the first N at once, then one whenever a worker is free), which the
-study relies on: the feature-cache warm-up shards come first, so they finish before any run that
-reads the cache starts. The first failure stops new tasks from starting; the running ones finish,
+Tasks start in list order (the first N at once, then one whenever a worker is free), so that an
+interrupted study has every loss for its first seeds, as without ``--jobs``. The first failure stops new tasks from starting; the running ones finish,
 then the failure is raised. The wall time of each group of tasks is the length of the union of its
 tasks' intervals (groups that overlap at a boundary count the overlap in both).
 """

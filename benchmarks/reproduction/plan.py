@@ -12,10 +12,10 @@ one test evaluation (main and side runs). The probe's steps are first-epoch step
 preprocessing cache is still cold), so the estimate errs on the long side for later epochs.
 
 With ``--jobs N`` the runs go N at a time (``parallel.py``; the probe then measures its costs N at a
-time too) and the estimate is the wall time of that schedule: the tuning runs, then the
-feature-cache warm-up shards and the main and side runs, each phase assigned in plan order to the
-first free worker. The warm-up (side table only) is estimated as if the cache were cold, an upper
-bound: a warm cache is only read.
+time too) and the estimate is the wall time of that schedule: the tuning runs, then the main and
+side runs, each phase assigned in plan order to the first free worker. The feature-cache warm-up
+of the side encoders runs before the probe (so that the probe measures the side runs as they will
+train, reading the cache), and the estimate adds its measured time.
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ from typing import Any, Mapping, Optional
 GROUPS = ("tune", "warm", "main", "side")
 #: `vmfmir prepare music21` cost per piece (README: 2,000 pieces in 319 s with 2 workers)
 PREPARE_SECONDS_PER_PIECE = 319.0 / 2000
-#: filling the side encoders' feature cache, per audio item on one thread (README: 13.3 min for the
-#: 4,000 audio items of the default benchmark in 2 one-thread shards)
-WARM_SECONDS_PER_ITEM = 13.3 * 60 * 2 / 4000
 
 
 @dataclass
@@ -131,17 +128,16 @@ def estimate(
 ) -> dict[str, Any]:
     """``{"total", "prepare", "jobs", "groups": {group: seconds}, "runs": {key: seconds}}`` in seconds.
 
-    ``prepare``: building the dataset (0 when it exists); ``warm``: the feature-cache warm-up on one
-    thread, split into ``jobs`` shards. ``runs`` are the seconds of each run; ``groups`` the wall
-    time of each group's share (its runs' seconds over ``jobs``); ``total`` the wall time of the
-    schedule (module docstring)."""
+    ``prepare``: building the dataset (0 when it exists); ``warm``: the wall time of the feature-cache
+    warm-up. ``runs`` are the seconds of each run; ``groups`` the wall time of each group's share
+    (its runs' seconds over ``jobs``); ``total`` the wall time of the schedule (module docstring)."""
     runs = {s.key: run_seconds(s, int(steps_per_run[s.key]), epochs, costs) for s in specs}
     jobs = max(1, jobs)
     groups = {g: sum(v for k, v in runs.items() if k.startswith(g + "/")) / jobs for g in GROUPS}
-    groups["warm"] = warm / jobs
+    groups["warm"] = warm
     tune = [runs[s.key] for s in specs if s.group == "tune"]
-    rest = ([warm / jobs] * jobs if warm else []) + [runs[s.key] for s in specs if s.group != "tune"]
-    total = prepare + makespan(tune, jobs) + makespan(rest, jobs)
+    rest = [runs[s.key] for s in specs if s.group != "tune"]
+    total = prepare + warm + makespan(tune, jobs) + makespan(rest, jobs)
     return {"total": total, "prepare": prepare, "jobs": jobs, "groups": groups, "runs": runs}
 
 
@@ -172,7 +168,6 @@ __all__ = [
     "Costs",
     "GROUPS",
     "PREPARE_SECONDS_PER_PIECE",
-    "WARM_SECONDS_PER_ITEM",
     "RunSpec",
     "budget_per_loss",
     "cost_key",

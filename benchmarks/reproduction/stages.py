@@ -35,7 +35,8 @@ RANKS_FORMAT = 2  # 2: the piece of every query
 
 
 def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")  # one write: lines of parallel runs do not mix
+    sys.stderr.flush()
 
 
 def vmfmir_cmd(*args: str) -> list[str]:

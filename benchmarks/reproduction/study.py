@@ -177,25 +177,22 @@ class Study:
         self._timed("tune", time.perf_counter() - t0)
         return {"settings_per_loss": self.tune_n, "seed": self.tune_seed, "rows": rows, "chosen": chosen}
 
-    def warm_tasks(self, specs: list[plan.RunSpec]) -> list[parallel.Task]:
-        """The feature-cache warm-up of the side encoders (one shard per job), when side runs are planned."""
-        if not any(s.group == "side" for s in specs) or self.side_config is None:
-            return []
-        return [parallel.Task("warm", lambda i=i: stages.warm_features(self.data, self.side_config, i, self.jobs,
-                                                                       self.threads))
-                for i in range(self.jobs)]
-
-    def warm_estimate(self, specs: list[plan.RunSpec]) -> float:
-        """Seconds of the warm-up on one thread with a cold cache (an upper bound; plan.py)."""
+    def warm(self, specs: list[plan.RunSpec]) -> float:
+        """Fill the side encoders' feature cache (``jobs`` shards side by side) when side runs are
+        planned, before the probe measures them; its wall seconds."""
         if not any(s.group == "side" for s in specs) or self.side_config is None:
             return 0.0
-        from vmfmir_cli.data.manifest import read_manifest
-
-        n_audio = sum(1 for it in read_manifest(self.data) if it.has("audio"))
-        return n_audio * plan.WARM_SECONDS_PER_ITEM
+        t0 = time.perf_counter()
+        tasks = [parallel.Task("warm", lambda i=i: stages.warm_features(self.data, self.side_config, i, self.jobs,
+                                                                       self.threads))
+                 for i in range(self.jobs)]
+        parallel.run_tasks(tasks, self.jobs)
+        seconds = time.perf_counter() - t0
+        self._timed("warm", seconds)
+        return seconds
 
     def train_and_evaluate(self, specs: list[plan.RunSpec], est: dict) -> list[dict]:
-        """Train and evaluate every run (``--jobs`` at a time), after the warm-up of the side encoders' cache."""
+        """Train and evaluate every run (``--jobs`` at a time)."""
         progress = {"est": 0.0, "act": 0.0, "left": [s.key for s in specs]}
 
         def one(spec: plan.RunSpec) -> dict:
@@ -209,9 +206,7 @@ class Study:
                                          self.args.device)
             return {"spec": spec, "run": run, "record": record, "seconds": time.perf_counter() - t0}
 
-        def done(_: int, out: Any) -> None:
-            if not isinstance(out, dict) or "spec" not in out:
-                return  # a warm-up shard
+        def done(_: int, out: dict) -> None:
             spec, run = out["spec"], out["run"]
             self.train_records[spec.key] = run
             self.reused += bool(run.get("reused"))
@@ -224,12 +219,12 @@ class Study:
             if progress["left"]:
                 log(f"{len(specs) - len(progress['left'])}/{len(specs)} runs done; about {left / 60:.0f} min left")
 
-        tasks = self.warm_tasks(specs) + [parallel.Task(s.group, lambda s=s: one(s)) for s in specs]
         outcome = parallel.Outcome()
-        results = parallel.run_tasks(tasks, self.jobs, done, outcome)
+        results = parallel.run_tasks([parallel.Task(s.group, lambda s=s: one(s)) for s in specs], self.jobs, done,
+                                     outcome)
         for group in outcome.spans:
             self._timed(group, outcome.wall(group))
-        return [r["record"] for r in results if isinstance(r, dict) and "record" in r]
+        return [r["record"] for r in results]
 
     # -- the report --------------------------------------------------------------------------------
 
@@ -332,8 +327,8 @@ class Study:
         specs = self.plan_all({})
         if self.args.tune:  # only the tuning runs
             specs = [s for s in specs if s.group == "tune"]
+        warm = self.warm(specs)
         costs = self.costs(specs)
-        warm = self.warm_estimate(specs)
         est = plan.estimate(specs, self.steps_for(specs), self.epochs, costs, self.prepare_estimate, self.jobs, warm)
         budget = self.args.budget_minutes * 60
         log(plan.describe(est, budget))
@@ -390,7 +385,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
     a("--quick", action="store_true", help="every stage on a tiny setting (results *_quick.*)")
     a("--tune", action="store_true", help="only the val-only tuning stage (writes tuning.{json,md})")
     a("--report-only", action="store_true", help="recompute the statistics and report from the saved per-run ranks")
-    a("--estimate-only", action="store_true", help="prepare, probe and print the time estimate, then stop")
+    a("--estimate-only", action="store_true", help="prepare (with --side: warm the feature cache), probe and print the time estimate, then stop")
     a("--configs", type=Path, default=ROOT / "examples", help="folder of <loss>.toml recipes (default examples/)")
     a("--losses", default=",".join(LOSSES), help="comma-separated losses (default: all three)")
     a("--data", type=Path, help="dataset folder (default data/reproduction, quick data/reproduction-quick)")

@@ -205,14 +205,13 @@ def test_the_estimate_of_parallel_runs_is_the_wall_time_of_their_schedule():
     costs = plan.Costs(step={"proposed": 1.0, "infonce": 0.5}, overhead={"proposed": 20.0, "infonce": 10.0}, val=2.0,
                        eval=30.0)
     steps = {s.key: 100 for s in specs}
-    one = plan.estimate(specs, steps, epochs=4, costs=costs, warm=400.0)
-    two = plan.estimate(specs, steps, epochs=4, costs=costs, jobs=2, warm=400.0)
+    one = plan.estimate(specs, steps, epochs=4, costs=costs, warm=200.0)
+    two = plan.estimate(specs, steps, epochs=4, costs=costs, jobs=2, warm=200.0)
     p, i = 20 + 100 + 6, 10 + 50 + 6  # a proposed / an infonce run without its test evaluation
-    assert one["total"] == pytest.approx(p + i + 400 + 3 * (p + 30) + 3 * (i + 30))
-    # tune: the two runs side by side; then two 200 s warm-up shards, then the six runs greedily:
-    # lanes after the shards [200, 200]; +P +I -> [356, 296]; +P -> [356, 452]; +I -> [452, 452];
-    # +P (side) -> [608, 452]; +I (side) -> [608, 548]
-    assert two["total"] == pytest.approx(max(p, i) + 608)
+    assert one["total"] == pytest.approx(200 + p + i + 3 * (p + 30) + 3 * (i + 30))
+    # the measured warm-up, the two tuning runs side by side, then the six runs greedily (lanes):
+    # +P +I -> [156, 96]; +P -> [156, 252]; +I -> [252, 252]; +P (side) -> [408, 252]; +I (side) -> [408, 348]
+    assert two["total"] == pytest.approx(200 + max(p, i) + 408)
     assert two["groups"]["warm"] == pytest.approx(200) and two["groups"]["main"] == pytest.approx(one["groups"]["main"] / 2)
     assert "2 runs at a time" in plan.describe(two) and "at a time" not in plan.describe(one)
     assert plan.makespan([5.0, 1.0, 1.0, 1.0], 2) == 5.0 and plan.makespan([], 3) == 0.0
