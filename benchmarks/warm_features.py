@@ -31,6 +31,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--shard", type=int, default=0, help="this process's share: items shard, shard + shards, ...")
     ap.add_argument("--shards", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: run shards side by side)")
+    ap.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                    help="override a setting of the config (vmfmir train --set syntax), repeatable")
     args = ap.parse_args(argv)
     if not 0 <= args.shard < args.shards:
         ap.error(f"--shard must be in [0, {args.shards})")
@@ -43,7 +45,7 @@ def main(argv=None) -> dict:
     from vmfmir_cli.training.build import audio_rate, build_model, resolve_encoders
     from vmfmir_cli.training.config import load_config
 
-    cfg = load_config(args.config, overrides={"data": args.data, "device": "cpu"})
+    cfg = load_config(args.config, overrides={"data": args.data, "device": "cpu"}, sets=args.sets)
     rate = int(read_dataset_info(args.data).get("sample_rate", 16000))
     model = build_model(resolve_encoders(cfg, ["audio"]), cfg, rate)
     enc = model.encoders["audio"]

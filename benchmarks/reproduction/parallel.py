@@ -7,19 +7,29 @@ such processes side by side train 1.14x as many steps per second as one process 
 (README, "Reproduction"), because a step of these small models does not keep two threads busy.
 
 Tasks start in list order (the first N at once, then one whenever a worker is free), so that an
-interrupted study has every loss for its first seeds, as without ``--jobs``. The first failure stops new tasks from starting; the running ones finish,
-then the failure is raised. The wall time of each group of tasks is the length of the union of its
-tasks' intervals (groups that overlap at a boundary count the overlap in both).
+interrupted study has every loss for its first seeds, as without ``--jobs``.
+
+- A failed task is reported at once (one line on stderr); no new task starts, the running ones
+  finish (their runs stay reusable), then the failure is raised.
+- Ctrl-C calls ``on_interrupt`` (the study interrupts its running commands, which keep what they
+  wrote), waits for the workers, and raises KeyboardInterrupt, chained to a failure if one came first.
+
+The wall time of each group of tasks is the length of the union of its tasks' intervals (groups
+that overlap at a boundary count the overlap in both).
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Generic, Optional, Sequence, TypeVar
 
 T = TypeVar("T")
+
+#: how long Ctrl-C waits for the interrupted workers before giving up on them
+INTERRUPT_WAIT_S = 60.0
 
 
 @dataclass
@@ -47,11 +57,18 @@ class Outcome:
         return total
 
 
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, SystemExit) and isinstance(exc.code, str):
+        return exc.code
+    return f"{type(exc).__name__}: {exc}"
+
+
 def run_tasks(
     tasks: Sequence[Task[T]],
     jobs: int,
     done: Optional[Callable[[int, T], None]] = None,
     outcome: Optional[Outcome] = None,
+    on_interrupt: Optional[Callable[[], object]] = None,
 ) -> list[T]:
     """Run ``tasks`` on ``jobs`` workers in list order and return their results in that order.
 
@@ -63,7 +80,7 @@ def run_tasks(
     outcome = outcome if outcome is not None else Outcome()
     results: list[Optional[T]] = [None] * len(tasks)
     lock = threading.Lock()
-    state = {"next": 0, "error": None}
+    state: dict = {"next": 0, "error": None, "running": 0}
 
     def one(i: int) -> None:
         t0 = time.perf_counter()
@@ -89,28 +106,46 @@ def run_tasks(
                     return
                 i = state["next"]
                 state["next"] += 1
+                state["running"] += 1
             try:
                 one(i)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread
                 with lock:
-                    if state["error"] is None:
+                    state["running"] -= 1
+                    first = state["error"] is None
+                    if first:
                         state["error"] = exc
+                    others = state["running"]
+                if first:
+                    wait = f"waiting for the {others} running task(s) to finish" if others else "stopping"
+                    sys.stderr.write(f"failed: {_describe(exc)}; no new task starts, {wait}\n")
+                    sys.stderr.flush()
                 return
+            with lock:
+                state["running"] -= 1
 
     threads = [threading.Thread(target=worker, daemon=True) for _ in range(min(jobs, len(tasks)))]
-    for t in threads:
-        t.start()
     try:
+        for t in threads:
+            t.start()
         for t in threads:
             while t.is_alive():
                 t.join(0.5)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         with lock:
-            state["error"] = state["error"] or KeyboardInterrupt()
+            failure, state["error"] = state["error"], state["error"] or interrupt
+        if on_interrupt is not None:
+            on_interrupt()
+        deadline = time.monotonic() + INTERRUPT_WAIT_S
+        for t in threads:
+            if t.is_alive() or t.ident is not None:
+                t.join(max(0.0, deadline - time.monotonic()))
+        if failure is not None:
+            raise KeyboardInterrupt() from failure
         raise
     if state["error"] is not None:
         raise state["error"]
     return results  # type: ignore[return-value]
 
 
-__all__ = ["Outcome", "Task", "run_tasks"]
+__all__ = ["INTERRUPT_WAIT_S", "Outcome", "Task", "run_tasks"]

@@ -385,7 +385,8 @@ def markdown(report: Mapping[str, Any]) -> str:
         f"({mach['cpu_count']} CPU cores, {_jobs_text(s.get('jobs', 1), mach['torch_threads'])}, device {s.get('device') or 'auto'}, "
         f"load average {mach.get('load_average_at_start', '?')} at the start, {mach.get('load_average_at_end', '?')} at the end); "
         f"estimated before training: {_minutes(report['estimate']['total'])} (a fresh prepare at the README's rate + "
-        "the runs at the probe's measured costs; the probe's own time is not in it).",
+        "the measured feature-cache warm-up + the runs at the probe's measured costs; the probe's own time is not in "
+        "it).",
         "",
         f"Data: `{ds['path']}` ({ds['items']['train']} train / {ds['items']['val']} val / {ds['items']['test']} test items; "
         f"prepare options {json.dumps(ds.get('options', {}))}). Every run: {s['epochs']} epoch(s) ({s['steps_per_run']} steps "

@@ -21,9 +21,11 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import statistics
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -43,6 +45,10 @@ def vmfmir_cmd(*args: str) -> list[str]:
     return [sys.executable, "-m", "vmfmir_cli", *args]
 
 
+_children: set[subprocess.Popen] = set()  # the commands running now (from any worker thread)
+_children_lock = threading.Lock()
+
+
 def _run(cmd: list[str], threads: Optional[int] = None) -> subprocess.CompletedProcess:
     """Run a vmfmir command with this checkout's package first on the path; stdout captured.
     ``threads``: the process's torch / OpenMP threads (``--jobs``: one per process), else inherited."""
@@ -50,7 +56,32 @@ def _run(cmd: list[str], threads: Optional[int] = None) -> subprocess.CompletedP
     env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
-    return subprocess.run(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env, cwd=str(ROOT))
+    with _children_lock:
+        _children.add(proc)
+    try:
+        out, _ = proc.communicate()
+    except BaseException:  # interrupted in this thread: the command must not outlive the study
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        with _children_lock:
+            _children.discard(proc)
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, None)
+
+
+def stop_commands() -> int:
+    """Interrupt every command still running (``vmfmir train`` stops at its next step and keeps what
+    it wrote; a rerun resumes it). Returns how many were running."""
+    with _children_lock:
+        procs = list(_children)
+    for proc in procs:
+        try:
+            proc.send_signal(signal.SIGINT)
+        except OSError:
+            pass
+    return len(procs)
 
 
 def _shown(cmd: list[str]) -> str:
@@ -281,21 +312,27 @@ def probe(
         first.setdefault(cost_key(spec), spec)
     threads = 1 if jobs > 1 else None
 
-    def one(key: str, spec: RunSpec) -> tuple[float, float]:
+    def one(key: str, spec: RunSpec, suffix: str = "") -> tuple[float, float]:
         cfg = load_config(configs[key], sets=sets)
         batch = min(cfg.batch_size, n_train)
-        name = key.replace(":", "-")
+        name = key.replace(":", "-") + suffix
         cmd = _train_cmd(configs[key], data, spec.loss, 0, epochs, folder, name, device,
                          [*(sets or []), "log_every=1", "checkpoint_every=0"], ["--max-steps", str(steps)])
         _, wall = _run_train(cmd, f"probe {key}", "see the messages above", threads)
         times = _step_seconds(folder / name / "metrics.jsonl", batch)
         step = statistics.median(times[1:] if len(times) > 1 else times)
-        log(f"probe {key}: {step:.2f} s per step, {max(0.0, wall - sum(times)):.0f} s start + build + validation")
+        log(f"probe {key}{suffix}: {step:.2f} s per step, {max(0.0, wall - sum(times)):.0f} s start + build + validation")
         return step, max(0.0, wall - sum(times))
 
-    measured = run_tasks([Task("probe", lambda k=k, s=s: one(k, s)) for k, s in first.items()], jobs)
-    step_s = {k: m[0] for k, m in zip(first, measured)}
-    overhead = {k: m[1] for k, m in zip(first, measured)}
+    todo = list(first.items())
+    # side by side, every probe must share the machine as the study's runs will: the last round is
+    # filled with repeats of the first probes (their numbers are not used)
+    pad = (-len(todo)) % jobs if jobs > 1 else 0
+    tasks = [Task("probe", lambda k=k, s=s: one(k, s)) for k, s in todo]
+    tasks += [Task("probe", lambda k=k, s=s: one(k, s, "-pad")) for k, s in todo[:pad]]
+    measured = run_tasks(tasks, jobs, on_interrupt=stop_commands)
+    step_s = {k: m[0] for (k, _), m in zip(todo, measured)}
+    overhead = {k: m[1] for (k, _), m in zip(todo, measured)}
     t0 = time.perf_counter()
     evaluate_run(folder / next(iter(first)).replace(":", "-"), data, None, device)
     eval_s = time.perf_counter() - t0
@@ -309,12 +346,15 @@ def probe(
     return Costs(step_s, overhead, val, float(eval_s), source=source)
 
 
-def warm_features(data: Path, config: Path, shard: int, shards: int, threads: Optional[int]) -> dict[str, Any]:
+def warm_features(
+    data: Path, config: Path, shard: int, shards: int, threads: Optional[int], sets: Optional[list[str]] = None
+) -> dict[str, Any]:
     """One shard of ``benchmarks/warm_features.py``: fill the disk feature cache of ``config``'s audio
-    encoder for the dataset's audio items (a no-op for encoders without a cache; items already cached
-    are only read). Returns the script's JSON line (counts and seconds)."""
+    encoder (with the study's ``--set`` values) for the dataset's audio items (a no-op for encoders
+    without a cache; items already cached are only read). Returns the script's JSON line."""
     cmd = [sys.executable, str(ROOT / "benchmarks" / "warm_features.py"), "--data", str(data), "--config", str(config),
-           "--shard", str(shard), "--shards", str(shards), "--threads", str(threads or os.cpu_count() or 1)]
+           "--shard", str(shard), "--shards", str(shards), "--threads", str(threads or os.cpu_count() or 1),
+           *[a for s in sets or [] for a in ("--set", s)]]
     log(f"warm {shard + 1}/{shards}: {shlex.join(['python', *cmd[1:]])}")
     proc = _run(cmd, threads)
     if proc.returncode != 0:
@@ -454,6 +494,7 @@ __all__ = [
     "prepare",
     "probe",
     "steps_per_epoch",
+    "stop_commands",
     "train",
     "warm_features",
     "write_config",

@@ -156,13 +156,15 @@ class Study:
         t0 = time.perf_counter()
         specs = plan.tune_specs(grid, self.tune_seed)
 
+        configs = {s.key: _config_file(self.runs, s, self.base[s.loss]) for s in specs}  # here, not in the workers
+
         def one(spec: plan.RunSpec) -> dict:
-            cfg = _config_file(self.runs, spec, self.base[spec.loss])
-            return stages.train(spec, cfg, self.data, self.runs / "tune", self.epochs, self.args.sets,
+            return stages.train(spec, configs[spec.key], self.data, self.runs / "tune", self.epochs, self.args.sets,
                                 self.args.device, self.threads)
 
         rows = []
-        runs = parallel.run_tasks([parallel.Task("tune", lambda s=s: one(s)) for s in specs], self.jobs)
+        runs = parallel.run_tasks([parallel.Task("tune", lambda s=s: one(s)) for s in specs], self.jobs,
+                                  on_interrupt=stages.stop_commands)
         for spec, run in zip(specs, runs):
             self.train_records[spec.key] = run
             self.reused += bool(run.get("reused"))
@@ -179,14 +181,18 @@ class Study:
 
     def warm(self, specs: list[plan.RunSpec]) -> float:
         """Fill the side encoders' feature cache (``jobs`` shards side by side) when side runs are
-        planned, before the probe measures them; its wall seconds."""
-        if not any(s.group == "side" for s in specs) or self.side_config is None:
+        planned and not all finished, before the probe measures them; its wall seconds."""
+        side = [s for s in specs if s.group == "side"]
+        if not side or all((self.runs / s.group / s.name / "final" / "config.json").is_file() for s in side):
             return 0.0
+        # the side runs' own config (base recipe + study overrides + the side encoders), with --set
+        cfg = _config_file(self.runs, plan.RunSpec("side-encoders", "warm", side[0].loss, 0,
+                                                   {"encoders": self.side_encoders}), self.base[side[0].loss])
         t0 = time.perf_counter()
-        tasks = [parallel.Task("warm", lambda i=i: stages.warm_features(self.data, self.side_config, i, self.jobs,
-                                                                       self.threads))
+        tasks = [parallel.Task("warm", lambda i=i: stages.warm_features(self.data, cfg, i, self.jobs, self.threads,
+                                                                       self.args.sets))
                  for i in range(self.jobs)]
-        parallel.run_tasks(tasks, self.jobs)
+        parallel.run_tasks(tasks, self.jobs, on_interrupt=stages.stop_commands)
         seconds = time.perf_counter() - t0
         self._timed("warm", seconds)
         return seconds
@@ -195,12 +201,17 @@ class Study:
         """Train and evaluate every run (``--jobs`` at a time)."""
         progress = {"est": 0.0, "act": 0.0, "left": [s.key for s in specs]}
 
+        configs = {s.key: _config_file(self.runs, s, self.base[s.loss]) for s in specs}  # here, not in the workers
+
         def one(spec: plan.RunSpec) -> dict:
             t0 = time.perf_counter()
-            cfg = _config_file(self.runs, spec, self.base[spec.loss])
-            run = stages.train(spec, cfg, self.data, self.runs / spec.group, self.epochs, self.args.sets,
+            run = stages.train(spec, configs[spec.key], self.data, self.runs / spec.group, self.epochs, self.args.sets,
                                self.args.device, self.threads)
-            with self.eval_lock:
+            with self.eval_lock:  # one evaluation at a time, in this process
+                if self.threads:
+                    import torch
+
+                    torch.set_num_threads(self.threads)  # this worker thread's own intra-op pool
                 record = stages.evaluate(spec, Path(run["run_dir"]), self.data,
                                          self.ranks_dir / f"{spec.group}-{spec.name}.json", self.args.score,
                                          self.args.device)
@@ -221,7 +232,7 @@ class Study:
 
         outcome = parallel.Outcome()
         results = parallel.run_tasks([parallel.Task(s.group, lambda s=s: one(s)) for s in specs], self.jobs, done,
-                                     outcome)
+                                     outcome, on_interrupt=stages.stop_commands)
         for group in outcome.spans:
             self._timed(group, outcome.wall(group))
         return [r["record"] for r in results]
@@ -274,8 +285,8 @@ class Study:
             "ranks_folder": str(self.ranks_dir),
         }
 
-    def finish(self, doc: dict, tuning_only: bool = False) -> int:
-        doc["seconds"] = time.perf_counter() - self.t0
+    def finish(self, doc: dict, tuning_only: bool = False, seconds: Optional[float] = None) -> int:
+        doc["seconds"] = time.perf_counter() - self.t0 if seconds is None else seconds
         doc["stages"] = dict(self.stage_seconds)
         if not self.args.report_only:
             doc["earlier"] = self.earlier_time(tuning_only) if self.reused else None
@@ -313,9 +324,10 @@ class Study:
     def run(self) -> int:
         self.train_records: dict[str, dict] = {}
         self.reused = 0
-        if self.jobs > 1:  # this process's evaluations share the cores with the training processes
-            import torch
+        import torch
 
+        threads_before = torch.get_num_threads()
+        if self.jobs > 1:  # this process's evaluations share the cores with the training processes
             torch.set_num_threads(1)
         machine = stages.machine_info()
         prep = self.prepare()
@@ -354,6 +366,7 @@ class Study:
         study = plan.study_specs(self.losses, self.seeds, {l: c["overrides"] for l, c in chosen.items()},
                                  self.side_encoders, self.side_seeds)
         records = self.train_and_evaluate(study, est)
+        torch.set_num_threads(threads_before)  # the analysis (the bootstrap) has the machine to itself
         doc["setup"] = self.setup(chosen, specs)
         doc["runs"] = self.train_records
         return self.finish(self.analyse(records, doc))
@@ -368,9 +381,11 @@ class Study:
         records = stages.load_records(self.ranks_dir)
         doc["setup"]["replicates"], doc["setup"]["bootstrap_seed"] = self.replicates, self.args.bootstrap_seed
         doc["setup"]["resample"] = self.args.resample
-        # the total stays the study's own time, with this analysis in place of the earlier one
-        self.t0 = time.perf_counter() - (doc.get("seconds", 0.0) - doc.get("stages", {}).get("analysis", 0.0))
-        return self.finish(self.analyse(records, doc))
+        # the total stays the study's own time, with this analysis in place of the earlier one (not
+        # the time this invocation spent reading the ranks and drawing the plots)
+        study = doc.get("seconds", 0.0) - doc.get("stages", {}).get("analysis", 0.0)
+        doc = self.analyse(records, doc)
+        return self.finish(doc, seconds=study + self.stage_seconds.get("analysis", 0.0))
 
 
 def default_jobs() -> int:

@@ -272,6 +272,65 @@ def test_a_failed_task_stops_new_ones_and_is_raised_after_the_running_ones_finis
         parallel.run_tasks(tasks, 0)
 
 
+def test_a_failure_is_reported_at_once(capsys):
+    def boom():
+        raise SystemExit("train main/proposed-s0 failed (exit 1)")
+
+    with pytest.raises(SystemExit):
+        parallel.run_tasks([parallel.Task("g", boom), parallel.Task("g", lambda: time.sleep(0.3))], 2)
+    assert "failed: train main/proposed-s0 failed (exit 1); no new task starts" in capsys.readouterr().err
+
+
+def test_ctrl_c_interrupts_the_running_commands_and_waits_for_the_workers():
+    import _thread
+    import threading
+
+    release, finished = threading.Event(), []
+
+    def blocked():
+        assert release.wait(10)  # a running command, until on_interrupt stops it
+        finished.append("blocked")
+
+    def ctrl_c():
+        _thread.interrupt_main()
+        assert release.wait(10)
+
+    tasks = [parallel.Task("g", blocked), parallel.Task("g", ctrl_c), parallel.Task("g", lambda: finished.append("x"))]
+    with pytest.raises(KeyboardInterrupt):
+        parallel.run_tasks(tasks, 2, on_interrupt=release.set)
+    assert finished == ["blocked"]  # the running task finished before the raise; no new one started
+
+
+def test_the_study_trains_and_evaluates_two_runs_at_a_time_in_plan_order(tmp_path, monkeypatch):
+    import threading
+
+    from benchmarks.reproduction import stages, study
+
+    args = study.parser(study.__doc__ or "").parse_args(["--jobs", "2", "--runs", str(tmp_path / "runs"),
+                                                          "--out", str(tmp_path / "out")])
+    st = study.Study(args, [])
+    st.train_records, st.reused, st.spe = {}, 0, 10
+    specs = plan.study_specs(list(settings.LOSSES), 2, {})
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def fake_train(spec, cfg, data, runs, epochs, sets, device, threads=None):
+        assert cfg.is_file() and threads == 1
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.05 if spec.seed == 0 else 0.01)
+        with lock:
+            running[0] -= 1
+        return {"run_dir": str(runs / spec.name), "reused": False, "seconds": 0.05}
+
+    monkeypatch.setattr(stages, "train", fake_train)
+    monkeypatch.setattr(stages, "evaluate", lambda spec, *a, **k: {"name": spec.name, "group": spec.group})
+    records = st.train_and_evaluate(specs, {"runs": {s.key: 1.0 for s in specs}})
+    assert [r["name"] for r in records] == [s.name for s in specs]  # plan order, whatever finished first
+    assert set(st.train_records) == {s.key for s in specs} and peak[0] == 2
+    assert 0 < st.stage_seconds["main"] < sum(0.05 if s.seed == 0 else 0.01 for s in specs)  # the runs overlapped
+
+
 def test_study_configs_are_what_vmfmir_train_reads(tmp_path):
     from vmfmir_cli.training.config import load_config
 
