@@ -14,6 +14,7 @@ import json
 import math
 import os
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Optional
 
@@ -41,7 +42,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         with open(tmp_path, "rb+") as fh:
             os.fsync(fh.fileno())
         # mkstemp creates 0600 files; give the result the permissions a plain open() would
-        os.chmod(tmp_path, 0o666 & ~_umask())
+        os.chmod(tmp_path, 0o666 & ~current_umask())
         os.replace(tmp_path, path)
     except OSError as exc:
         if exc.errno not in DISK_ERRNOS:
@@ -77,9 +78,23 @@ def ensure_writable(path: str | os.PathLike, kind: str = "file") -> None:
         raise WriteError(describe_os_error(exc, path, target=path)) from None
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
+_UMASK_LOCK = threading.Lock()
+
+
+def current_umask() -> int:
+    """The process's umask, read without changing it where the platform tells it (Linux:
+    ``/proc/self/status``). Elsewhere it is set and put back under a lock, so that two threads of
+    this package cannot leave it at the temporary value."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    with _UMASK_LOCK:
+        mask = os.umask(0o022)
+        os.umask(mask)
     return mask
 
 
@@ -148,4 +163,4 @@ def describe_os_error(exc: OSError, path: Optional[str | os.PathLike] = None, ta
     return f"cannot write {where}: {reason}"
 
 
-__all__ = ["DISK_ERRNOS", "atomic_path", "describe_os_error", "ensure_writable", "json_safe", "write_bytes", "write_text", "write_json", "write_jsonl", "read_jsonl"]
+__all__ = ["DISK_ERRNOS", "atomic_path", "current_umask", "describe_os_error", "ensure_writable", "json_safe", "write_bytes", "write_text", "write_json", "write_jsonl", "read_jsonl"]

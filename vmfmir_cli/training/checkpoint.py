@@ -35,6 +35,7 @@ import torch
 
 from vmfmir_cli._version import __version__
 from vmfmir_cli.errors import CheckpointError
+from vmfmir_cli.utils_io import current_umask
 
 CHECKPOINT_DIR = "checkpoint"
 MODEL_FILE = "model.safetensors"
@@ -169,12 +170,6 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
 def save_checkpoint(
     run_dir: str | Path,
     model_tensors: Mapping[str, torch.Tensor],
@@ -186,7 +181,7 @@ def save_checkpoint(
     run_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f"{CHECKPOINT_DIR}.tmp-", dir=run_dir))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes it private; a checkpoint is an ordinary folder
+        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it private; a checkpoint is an ordinary folder
         model_bytes = _tensor_bytes(model_tensors)
         training_bytes = _tensor_bytes(training_tensors)
         _write_synced(tmp / MODEL_FILE, model_bytes)
