@@ -1,19 +1,9 @@
-"""The stages of the study: prepare the data, probe the costs, train, evaluate (saving per-query ranks).
+"""The stages of the study: prepare the data, warm the feature cache, probe the costs, train.
 
 Training goes through the ``vmfmir`` command (one subprocess per run, ``vmfmir train --config``
 with the study's config written next to the runs), so every run is what a user would get; a run
 that finished earlier with the same settings is reused and an interrupted one is resumed. The
-evaluation runs in this process (``load_and_encode`` + ``evaluate_loaded``, the code of ``vmfmir
-eval``) so that the per-query ranks can be saved: one JSON file per run with the eval document and
-
-* ``directions[name]``: the 1-based rank of every query (and its kappa, for probabilistic runs);
-* ``captions[target]``: every caption query against audio / image: its index, caption level and rank;
-* ``fusion``: image + caption -> audio, per query: level and the ranks of the product of experts,
-  the mean of the two directions (cosine) and the image alone;
-* ``items``: per test item, the kappa of its audio, image and text (the agreement of question 4);
-* ``pieces`` and a ``piece`` index per query everywhere: the bootstrap resamples whole pieces.
-
-From those files the statistics are recomputed without encoding anything (``--report-only``).
+test evaluation with its per-query ranks is in ``ranks.py``.
 """
 
 from __future__ import annotations
@@ -32,9 +22,6 @@ from typing import Any, Optional
 
 from benchmarks.reproduction.plan import Costs, RunSpec, cost_key
 from benchmarks.reproduction.settings import ROOT, to_toml
-
-RANKS_FORMAT = 2  # 2: the piece of every query
-
 
 def log(message: str) -> None:
     sys.stderr.write(f"[{time.strftime('%H:%M:%S')}] {message}\n")  # one write: lines of parallel runs do not mix
@@ -223,6 +210,11 @@ def _run_train(cmd: list[str], what: str, hint: str, threads: Optional[int] = No
     return (json.loads(proc.stdout) if proc.stdout.strip() else {}), seconds
 
 
+def finished(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a run that trained to its end (``vmfmir train`` writes ``final/`` last)."""
+    return (run_dir / "final" / "config.json").is_file()
+
+
 def train(
     spec: RunSpec, config_file: Path, data: Path, runs: Path, epochs: int, sets: list[str], device: Optional[str],
     threads: Optional[int] = None,
@@ -238,7 +230,7 @@ def train(
         if diff:
             raise SystemExit(f"{run_dir} was trained with other settings ({', '.join(diff)} differ); remove it or "
                              "pass another --runs folder")
-        if (run_dir / "final" / "config.json").is_file():
+        if finished(run_dir):
             log(f"train {spec.key}: finished earlier with the same settings, reused")
             summary = _summary_of(run_dir)
             return {**record, "reused": True, "seconds": None, "summary": summary}
@@ -303,6 +295,7 @@ def probe(
     import shutil
 
     from benchmarks.reproduction.parallel import Task, run_tasks
+    from benchmarks.reproduction.ranks import evaluate_run
     from vmfmir_cli.training.config import load_config
 
     if folder.exists():
@@ -320,9 +313,9 @@ def probe(
                          [*(sets or []), "log_every=1", "checkpoint_every=0"], ["--max-steps", str(steps)])
         _, wall = _run_train(cmd, f"probe {key}", "see the messages above", threads)
         times = _step_seconds(folder / name / "metrics.jsonl", batch)
-        step = statistics.median(times[1:] if len(times) > 1 else times)
-        log(f"probe {key}{suffix}: {step:.2f} s per step, {max(0.0, wall - sum(times)):.0f} s start + build + validation")
-        return step, max(0.0, wall - sum(times))
+        step, rest = statistics.median(times[1:] if len(times) > 1 else times), max(0.0, wall - sum(times))
+        log(f"probe {key}{suffix}: {step:.2f} s per step, {rest:.0f} s start + build + validation")
+        return step, rest
 
     todo = list(first.items())
     # side by side, every probe must share the machine as the study's runs will: the last round is
@@ -366,131 +359,12 @@ def warm_features(
     return result
 
 
-# --------------------------------------------------------------------------------------------------
-# Evaluation with per-query ranks
-# --------------------------------------------------------------------------------------------------
-
-
-def _g6(values) -> list[float]:
-    return [float(f"{float(v):.6g}") for v in values]
-
-
-def evaluate_run(run_dir: Path, data: Path, score: Optional[str], device: Optional[str]):
-    """``(loaded, result)``: the run encoded on the test split and evaluated under ``score``."""
-    from vmfmir_cli.evaluation.evaluate import EvalOptions, evaluate_loaded, load_and_encode
-
-    options = EvalOptions(run=str(run_dir), data=str(data), split="test", score=score, device=device, ambiguity=True)
-    loaded = load_and_encode(options)
-    return loaded, evaluate_loaded(loaded, options, score)
-
-
-def per_query(loaded, result) -> dict[str, Any]:
-    """The per-query ranks of an evaluation (module docstring)."""
-    from vmfmir_cli.evaluation.evaluate import is_deterministic
-    from vmfmir_cli.evaluation.graded import FUSION_KINDS, caption_ranks, fusion_ranks
-    from vmfmir_cli.evaluation.tasks import media_key
-
-    trained = not is_deterministic(loaded.loss)
-    items = loaded.items
-    pieces = list(dict.fromkeys(it.group for it in items))
-    piece = {g: i for i, g in enumerate(pieces)}
-    out: dict[str, Any] = {
-        "kappa_trained": trained,
-        "pieces": pieces,
-        "directions": {
-            name: {"ranks": d.ranks.tolist(), "query_kappa": _g6(d.query_kappa) if trained else None,
-                   "piece": _query_pieces(items, d.sources, d.target, piece)}
-            for name, d in result.directions.items()
-        },
-        "captions": {},
-        "fusion": None,
-    }
-    captions = loaded.graded.captions if loaded.graded is not None else None
-    if captions is not None and captions.embeddings is not None:
-        kappa = captions.embeddings.take(captions.texts).concentration
-        for target, sel, ranks in caption_ranks(loaded.items, loaded.embeddings, captions, result.score):
-            idx = sel.tolist()
-            out["captions"][target] = {
-                "query": idx,
-                "piece": [piece[items[captions.items[j]].group] for j in idx],
-                "level": [captions.levels[j] for j in idx],
-                "ranks": ranks.tolist(),
-                "kappa": _g6(kappa[sel]) if trained else None,
-            }
-        fused = fusion_ranks(loaded.items, loaded.embeddings, captions, result.score)
-        if fused is not None:
-            query = fused["queries"].tolist()
-            out["fusion"] = {"query": query, "piece": [piece[items[captions.items[j]].group] for j in query],
-                             "level": fused["levels"].tolist(), **{k: fused[k].tolist() for k in FUSION_KINDS}}
-    kappas = {}
-    for m, emb in loaded.embeddings.items():
-        row = {k: float(v) for k, v in zip(emb.keys, emb.kappa.tolist())}
-        kappas[m] = [None if media_key(it, m) is None else float(f"{row[media_key(it, m)]:.6g}") for it in loaded.items]
-    out["items"] = {"ids": [it.id for it in items], "piece": [piece[it.group] for it in items], "kappa": kappas}
-    return out
-
-
-def _query_pieces(items, sources, target, piece: dict) -> list[int]:
-    """The piece of every query of a direction, in the order of its ranks (:func:`build_task`'s queries)."""
-    from vmfmir_cli.evaluation.tasks import build_task, media_key
-
-    first: dict[tuple, int] = {}
-    for it in items:
-        first.setdefault(tuple(media_key(it, m) for m in sources), piece[it.group])
-    return [first[q] for q in build_task(items, sources, target).queries]
-
-
-def _model_stamp(run_dir: Path) -> dict[str, int]:
-    st = (run_dir / "model.safetensors").stat()
-    return {"mtime_ns": st.st_mtime_ns, "size": st.st_size}
-
-
-def evaluate(spec: RunSpec, run_dir: Path, data: Path, out_file: Path, score: Optional[str], device: Optional[str]) -> dict:
-    """Evaluate a run on test and write ``out_file`` (eval document + per-query ranks); a file written
-    earlier for the same model file is reused."""
-    if out_file.is_file():
-        record = json.loads(out_file.read_text())
-        if record.get("model") == _model_stamp(run_dir) and record.get("requested_score") == score:
-            log(f"eval {spec.key}: reused {out_file.name}")
-            return record
-    t0 = time.perf_counter()
-    loaded, result = evaluate_run(run_dir, data, score, device)
-    record = {
-        "format": RANKS_FORMAT,
-        "name": spec.name,
-        "group": spec.group,
-        "loss": spec.loss,
-        "seed": spec.seed,
-        "split": "test",
-        "requested_score": score,
-        "score": result.score,
-        "model": _model_stamp(run_dir),
-        "eval": result.to_json(),
-        "ranks": per_query(loaded, result),
-    }
-    record["seconds"] = time.perf_counter() - t0
-    write_json(out_file, record, indent=None)
-    log(f"eval {spec.key}: {record['seconds']:.0f} s (score {result.score})")
-    return record
-
-
-def load_records(folder: Path) -> list[dict]:
-    """Every per-run record of a study (``--report-only``)."""
-    if not folder.is_dir():
-        raise SystemExit(f"no per-run results in {folder}; run the study first")
-    return [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
-
-
 __all__ = [
-    "RANKS_FORMAT",
     "dataset_summary",
-    "evaluate",
-    "evaluate_run",
+    "finished",
     "load_average",
-    "load_records",
     "log",
     "machine_info",
-    "per_query",
     "prepare",
     "probe",
     "steps_per_epoch",

@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from benchmarks.reproduction import analysis, parallel, plan, plots, report, settings, stages
+from benchmarks.reproduction import analysis, parallel, plan, plots, ranks, report, settings, stages
 from benchmarks.reproduction.settings import LOSSES, ROOT
 from benchmarks.reproduction.stages import log
 
@@ -183,7 +183,7 @@ class Study:
         """Fill the side encoders' feature cache (``jobs`` shards side by side) when side runs are
         planned and not all finished, before the probe measures them; its wall seconds."""
         side = [s for s in specs if s.group == "side"]
-        if not side or all((self.runs / s.group / s.name / "final" / "config.json").is_file() for s in side):
+        if not side or all(stages.finished(self.runs / s.group / s.name) for s in side):
             return 0.0
         # the side runs' own config (base recipe + study overrides + the side encoders), with --set
         cfg = _config_file(self.runs, plan.RunSpec("side-encoders", "warm", side[0].loss, 0,
@@ -212,7 +212,7 @@ class Study:
                     import torch
 
                     torch.set_num_threads(self.threads)  # this worker thread's own intra-op pool
-                record = stages.evaluate(spec, Path(run["run_dir"]), self.data,
+                record = ranks.evaluate(spec, Path(run["run_dir"]), self.data,
                                          self.ranks_dir / f"{spec.group}-{spec.name}.json", self.args.score,
                                          self.args.device)
             return {"spec": spec, "run": run, "record": record, "seconds": time.perf_counter() - t0}
@@ -378,7 +378,7 @@ class Study:
             raise SystemExit(f"--report-only: no {path}; run the study first")
         doc = json.loads(path.read_text())
         self.stage_seconds = {k: v for k, v in doc.get("stages", {}).items() if k != "analysis"}
-        records = stages.load_records(self.ranks_dir)
+        records = ranks.load_records(self.ranks_dir)
         doc["setup"]["replicates"], doc["setup"]["bootstrap_seed"] = self.replicates, self.args.bootstrap_seed
         doc["setup"]["resample"] = self.args.resample
         # the total stays the study's own time, with this analysis in place of the earlier one (not

@@ -304,7 +304,7 @@ def test_ctrl_c_interrupts_the_running_commands_and_waits_for_the_workers():
 def test_the_study_trains_and_evaluates_two_runs_at_a_time_in_plan_order(tmp_path, monkeypatch):
     import threading
 
-    from benchmarks.reproduction import stages, study
+    from benchmarks.reproduction import ranks, stages, study
 
     args = study.parser(study.__doc__ or "").parse_args(["--jobs", "2", "--runs", str(tmp_path / "runs"),
                                                           "--out", str(tmp_path / "out")])
@@ -324,7 +324,7 @@ def test_the_study_trains_and_evaluates_two_runs_at_a_time_in_plan_order(tmp_pat
         return {"run_dir": str(runs / spec.name), "reused": False, "seconds": 0.05}
 
     monkeypatch.setattr(stages, "train", fake_train)
-    monkeypatch.setattr(stages, "evaluate", lambda spec, *a, **k: {"name": spec.name, "group": spec.group})
+    monkeypatch.setattr(ranks, "evaluate", lambda spec, *a, **k: {"name": spec.name, "group": spec.group})
     records = st.train_and_evaluate(specs, {"runs": {s.key: 1.0 for s in specs}})
     assert [r["name"] for r in records] == [s.name for s in specs]  # plan order, whatever finished first
     assert set(st.train_records) == {s.key for s in specs} and peak[0] == 2
