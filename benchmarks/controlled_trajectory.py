@@ -76,6 +76,7 @@ def trajectory(setting: str, overrides: dict, variant: str = "mlp", every: int =
     (xa_t, va_t, ka_t), (xb_t, vb_t, kb_t) = proc.draw(512, torch.Generator().manual_seed(5))
 
     def probe(step: int) -> dict:
+        net.eval()
         with torch.no_grad():
             mu, k = net(xa_t)
             mu_b, k_b = net(xb_t)
@@ -86,6 +87,7 @@ def trajectory(setting: str, overrides: dict, variant: str = "mlp", every: int =
                                   torch.Generator().manual_seed(4242)))
             true = float(loss_fn({"a": (va_t[:half], ka_t[:half]), "b": (vb_t[:half], kb_t[:half])}, cfg,
                                  torch.Generator().manual_seed(4242)))
+        net.train()
         row = {"step": step, "mean_cosine_negatives": float(gram[off].mean()), "effective_rank": C._effective_rank(mu),
                "mu_cosine_to_v": C._procrustes_cosine(mu, va_t), "median_ratio": float((k / ka_t).median()),
                "spearman": C._spearman(k, ka_t), "loss_model": model, "loss_true_posterior": true}

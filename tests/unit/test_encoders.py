@@ -242,6 +242,38 @@ def test_head_starts_inside_the_kappa_range_and_can_move():
     assert torch.allclose(k2, torch.full_like(k2, 30.0), rtol=1e-3)
 
 
+def test_centred_head_removes_the_batch_mean_while_training_and_the_running_mean_after():
+    torch.manual_seed(0)
+    head = VMFHead(16, 8, center=True, center_momentum=0.5)
+    x = torch.randn(32, 16) + 3.0  # features with a large common part
+    raw = head.mu(head.norm(x))
+    mu, _ = head(x)  # training mode: the batch mean, with its gradient
+    torch.testing.assert_close(mu, torch.nn.functional.normalize(raw - raw.mean(0), dim=-1))
+    torch.testing.assert_close(head.running_center, raw.mean(0).detach())  # first batch: its plain mean
+    assert int(head.center_updates) == 1
+    mu.sum().backward()
+    assert head.mu.bias.grad.abs().max() < 1e-5  # a common offset cannot move any mu
+    x2 = torch.randn(32, 16) - 1.0
+    raw2 = head.mu(head.norm(x2)).detach()
+    head(x2)
+    torch.testing.assert_close(head.running_center, 0.5 * raw.mean(0).detach() + 0.5 * raw2.mean(0))
+    head.eval()  # inference: the running mean, so an item's mu does not depend on its batch
+    one, _ = head(x[:1])
+    torch.testing.assert_close(one[0], torch.nn.functional.normalize(raw[0] - head.running_center, dim=-1).detach())
+    head.train()  # a training batch of fewer than 8 rows is centred with the running mean too
+    few, _ = head(x[:3])
+    torch.testing.assert_close(few, torch.nn.functional.normalize(raw[:3] - head.running_center, dim=-1))
+    assert int(head.center_updates) == 2
+
+
+def test_head_without_centring_keeps_its_state_dict_keys():
+    plain = VMFHead(16, 8, center=False)
+    assert not any("center" in k for k in plain.state_dict())
+    assert {"running_center", "center_updates"} <= set(VMFHead(16, 8).state_dict())  # centred by default
+    with pytest.raises(ValueError, match="center_momentum"):
+        VMFHead(16, 8, center_momentum=0.0)
+
+
 def test_head_computes_in_float32_under_autocast():
     head = VMFHead(16, 8)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -291,6 +323,22 @@ def test_model_encodes_one_vmf_per_item_with_windows_fused():
 def test_model_rejects_a_mismatched_modality():
     with pytest.raises(ConfigError, match="is a text encoder, not a audio encoder"):
         MultimodalModel({"audio": build("text")})
+
+
+def test_model_config_records_the_centred_head_and_older_models_load_without_it(tmp_path):
+    model = small_model(seed=1)
+    assert model.config()["head_center"] is True and all(h.center for h in model.heads.values())
+    legacy = {**model.config()}
+    del legacy["head_center"]  # a model saved before the centred head existed
+    old = MultimodalModel.from_config(legacy)
+    assert not any(h.center for h in old.heads.values())
+    old_weights = {k: v for k, v in old.state_dict_for_saving().items() if "center" not in k}
+    assert len(old_weights) == len(old.state_dict_for_saving())  # no centring buffers to miss
+    old.load_saved_state(old_weights)
+    with pytest.raises(CheckpointError, match="head weights do not match"):
+        model.load_saved_state({k: v for k, v in model.state_dict_for_saving().items() if "running_center" not in k})
+    with pytest.raises(ConfigError, match="head_center must be true or false"):
+        MultimodalModel.from_config({**model.config(), "head_center": "yes"})
 
 
 def test_save_and_load_model_round_trip(tmp_path):

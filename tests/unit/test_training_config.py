@@ -77,6 +77,15 @@ def test_set_parses_toml_values_and_encoder_keys():
     assert cfg.encoders == {"audio": {"channels": [8, 16]}} and cfg.modalities == ["audio", "text"]
 
 
+def test_saved_configs_without_the_new_recipe_keys_keep_their_behaviour():
+    """A run saved before mc_sample_mean / head_center existed ran with the probability form and an
+    uncentred head: from_saved gives it those, a new config the centred head."""
+    old = TrainConfig.from_saved({"loss": "baseline"})
+    assert old.head_center is False and old.mc_sample_mean == "probability"
+    assert TrainConfig().head_center is True
+    assert TrainConfig.from_saved({"loss": "baseline", "head_center": True}).head_center is True
+
+
 def test_round_trip_and_effective_score():
     cfg = TrainConfig(loss="infonce", epochs=2)
     again = TrainConfig.from_dict(cfg.to_dict())

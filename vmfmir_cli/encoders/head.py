@@ -1,8 +1,9 @@
 r"""The vMF head: encoder features -> (mu, kappa), shared by every encoder of every plugin.
 
-    mu    = normalize(W_mu LayerNorm(f))                                  (B, embed_dim), |mu| = 1
+    mu    = normalize(W_mu LayerNorm(f) - m)                              (B, embed_dim), |mu| = 1
 
-and ``kappa`` (B,) from a small MLP ``g`` on the same normalised features, in one of two forms:
+(``m``: the mean direction, see ``center`` below) and ``kappa`` (B,) from a small MLP ``g`` on the
+same normalised features, in one of two forms:
 
 * ``kappa_head="exp"`` (default): log-linear and unbounded inside a wide safety range,
   ``log kappa = log k_max - softplus(log k_max - t)``, ``t = log k_min + softplus(g(f))``, i.e.
@@ -14,6 +15,19 @@ and ``kappa`` (B,) from a small MLP ``g`` on the same normalised features, in on
 * ``kappa_head="sigmoid"``: the earlier head, ``kappa = exp(log k_min + (log k_max - log k_min)
   sigmoid(g(f)))``. Its gradient vanishes at both bounds, so an item pushed towards a bound stays
   there (measured on ``benchmarks/controlled.py``; see the README).
+
+``center=True`` (default) subtracts the mean direction shared by all items before normalising:
+
+    mu    = normalize(W_mu LayerNorm(f) - m)
+
+with ``m`` the batch mean while training (gradient through it, as in batch normalisation) and the
+running mean of those batch means at inference (buffers ``running_center`` and ``center_updates``,
+saved with the weights; the plain mean of the first ``1 / center_momentum`` batches, then an
+exponential average). A training batch of fewer than 8 rows is centred with the running mean. Without it a common offset lets every mu drift into one cap of the sphere while kappa
+grows to keep the items apart: a compressed, over-confident embedding that the contrastive loss
+scores almost as well as the truth, and that training falls into (measured on
+``benchmarks/controlled.py``, README "Learning kappa"). The centre carries no information about any
+item, so removing it costs nothing; it also removes each modality's own offset (the "modality gap").
 
 The last layer of ``g`` starts at zero with a bias chosen so that every item starts at
 ``kappa_init`` (~ tens, a moderately confident distribution). Both outputs are computed in float32
@@ -29,6 +43,9 @@ from torch import nn
 from torch.nn import functional as F
 
 KAPPA_HEADS = ("exp", "sigmoid")
+#: fewer rows than this in a training batch: centre with the running mean (a batch mean of a few
+#: rows is mostly the rows themselves)
+CENTER_MIN_ROWS = 8
 
 
 class VMFHead(nn.Module):
@@ -43,6 +60,8 @@ class VMFHead(nn.Module):
         kappa_init: float = 20.0,
         hidden: int = 64,
         kappa_head: str = "exp",
+        center: bool = True,
+        center_momentum: float = 0.05,
     ) -> None:
         super().__init__()
         if in_dim < 1 or embed_dim < 2:
@@ -59,6 +78,12 @@ class VMFHead(nn.Module):
         self.in_dim, self.embed_dim = int(in_dim), int(embed_dim)
         self.kappa_min, self.kappa_max = float(kappa_min), float(kappa_max)
         self.kappa_head = kappa_head
+        if not 0.0 < center_momentum <= 1.0:
+            raise ValueError(f"center_momentum must lie in (0, 1], got {center_momentum!r}")
+        self.center, self.center_momentum = bool(center), float(center_momentum)
+        if self.center:  # only then, so that a head without centring keeps its state_dict keys
+            self.register_buffer("running_center", torch.zeros(embed_dim))
+            self.register_buffer("center_updates", torch.zeros((), dtype=torch.long))
         self.norm = nn.LayerNorm(in_dim)
         self.mu = nn.Linear(in_dim, embed_dim)
         self.kappa_net = nn.Sequential(nn.Linear(in_dim, hidden), nn.GELU(), nn.Linear(hidden, 1))
@@ -76,6 +101,8 @@ class VMFHead(nn.Module):
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h = self.norm(features)
         direction = self.mu(h)
+        if self.center:
+            direction = self._centred(direction)
         with torch.autocast(device_type=features.device.type, enabled=False):
             mu = F.normalize(direction.float(), dim=-1, eps=1e-12)
             z = self.kappa_net(h.float()).squeeze(-1)
@@ -87,6 +114,19 @@ class VMFHead(nn.Module):
             kappa = torch.exp(log_kappa)
             kappa = kappa.clamp(self.kappa_min, self.kappa_max)  # exp/log round-off at the ends
         return mu, kappa
+
+    def _centred(self, direction: torch.Tensor) -> torch.Tensor:
+        """Subtract the mean direction shared by all items: the batch mean while training (with its
+        gradient, so the loss cannot move the items through a common offset), the running mean of
+        the batch means otherwise (an item's embedding never depends on its batch at inference)."""
+        if self.training and direction.shape[0] >= CENTER_MIN_ROWS:
+            mean = direction.mean(0)
+            with torch.no_grad():  # the plain mean of the first batches, then an exponential average
+                weight = max(self.center_momentum, 1.0 / float(self.center_updates + 1))
+                self.running_center.lerp_(mean.detach().to(self.running_center.dtype), weight)
+                self.center_updates += 1
+            return direction - mean
+        return direction - self.running_center.to(direction.dtype)
 
     def extra_repr(self) -> str:
         return f"kappa_head={self.kappa_head}, kappa in [{self.kappa_min:g}, {self.kappa_max:g}]"

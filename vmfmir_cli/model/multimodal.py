@@ -46,6 +46,7 @@ class MultimodalModel(nn.Module):
         kappa_max: float = 1e4,
         kappa_head: str = "exp",
         kappa_init: float = 20.0,
+        head_center: bool = True,
     ) -> None:
         super().__init__()
         if not encoders:
@@ -60,11 +61,12 @@ class MultimodalModel(nn.Module):
         self.embed_dim = int(embed_dim)
         self.kappa_min, self.kappa_max = float(kappa_min), float(kappa_max)
         self.kappa_head, self.kappa_init = str(kappa_head), float(kappa_init)
+        self.head_center = bool(head_center)
         self.encoders = nn.ModuleDict(dict(encoders))
         self.heads = nn.ModuleDict(
             {
                 m: VMFHead(int(e.dim), self.embed_dim, self.kappa_min, self.kappa_max, kappa_init=self.kappa_init,
-                           kappa_head=self.kappa_head)
+                           kappa_head=self.kappa_head, center=self.head_center)
                 for m, e in encoders.items()
             }
         )
@@ -133,6 +135,7 @@ class MultimodalModel(nn.Module):
             "kappa_max": self.kappa_max,
             "kappa_head": self.kappa_head,
             "kappa_init": self.kappa_init,
+            "head_center": self.head_center,
             "encoders": encoders,
         }
 
@@ -172,6 +175,9 @@ class MultimodalModel(nn.Module):
                 raise ConfigError(f"the model config's kappa_head must be 'exp' or 'sigmoid', got {kappa_head!r}")
             if isinstance(kappa_init, bool) or not isinstance(kappa_init, (int, float)):
                 raise ConfigError(f"the model config's kappa_init must be a number, got {kappa_init!r}")
+            head_center = config.get("head_center", False)  # models saved before the centred head had none
+            if not isinstance(head_center, bool):
+                raise ConfigError(f"the model config's head_center must be true or false, got {head_center!r}")
             encoders = {m: factory.from_config(cfg) for m, (factory, cfg) in checked.items()}
             return cls(
                 encoders,
@@ -180,6 +186,7 @@ class MultimodalModel(nn.Module):
                 kappa_max=kappa_max,
                 kappa_head=kappa_head,
                 kappa_init=kappa_init,
+                head_center=head_center,
             )
         except KeyError as exc:
             raise ConfigError(f"model config lacks the key {exc.args[0]!r}") from None

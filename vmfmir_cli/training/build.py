@@ -86,6 +86,7 @@ def build_model(
         kappa_max=config.kappa_max,
         kappa_head=config.kappa_head,
         kappa_init=config.kappa_init,
+        head_center=config.head_center,
     )
 
 

@@ -85,6 +85,9 @@ class TrainConfig:
     kappa_max: float = 10000.0  # a safety range: the default exp head is log-linear inside it
     kappa_head: str = "exp"  # exp (log-linear, unbounded inside the range) | sigmoid (the earlier head)
     kappa_init: float = 20.0  # every item's kappa at initialisation
+    # subtract the mean direction of the batch (running mean at inference) before normalising mu:
+    # stops the embedding from drifting into one cap with over-confident kappas (README "Learning kappa")
+    head_center: bool = True
     # -- loss -------------------------------------------------------------------------------------
     loss: str = "proposed"  # proposed | baseline | infonce
     mc_samples: int = 16  # Monte Carlo samples per vMF of the contrastive term
@@ -177,6 +180,8 @@ LEGACY_VALUES = {
     "kappa_detach_fraction": 0.0,
     "ssw_samples": "mc_samples",
     "ssw_debias": False,
+    "mc_sample_mean": "probability",
+    "head_center": False,
 }
 _DEFAULTS = TrainConfig()
 
