@@ -98,41 +98,6 @@ SETTINGS = {
 }
 QUICK = ("d8", {"steps": 500, "batch": 128, "test_size": 2000})
 
-#: the measurement study of issue 11: one suspected cause at a time, on d = 8 unless named
-#: (cause, name, setting, overrides); "landed" is the recipe before the issue. The study was measured
-#: before the centred head and the cosine schedule: its rows start from STUDY_BASE, not BASE.
-STUDY_BASE = {**BASE, "center": 0, "schedule": "constant"}
-LANDED = {"denominator": "mean", "positive": "sampled", "kappa_head": "sigmoid", "kappa_max": 1000.0}
-STUDY = [
-    ("reproduce", "landed (mean, tau 20)", "d8", {**LANDED}),
-    ("reproduce", "landed (mean, tau 5)", "d8", {**LANDED, "tau": 5.0}),
-    ("a denominator", "sum, sampled, S 16", "d8", {**LANDED, "denominator": "sum"}),
-    ("b+c", "sum, analytic positive, exp head (default)", "d8", {}),
-    ("b bias", "sum, analytic positive, sigmoid head", "d8", {**LANDED, "denominator": "sum", "positive": "analytic"}),
-    ("default", "default, d 64", "d64", {}),
-    ("c head", "sum, sampled, exp head", "d8", {"positive": "sampled"}),
-    ("e temperature", "default, tau 10", "d8", {"tau": 10.0}),
-    ("d phased", "default, 30% mu first", "d8", {"phase_fraction": 0.3}),
-    ("default", "default, d 64, kappa 32-512, kernel 160", "d64-kappa32-512", {}),
-    ("b bias", "sum, sampled, S 16, jackknife", "d8", {**LANDED, "denominator": "sum", "bias_correction": "jackknife"}),
-    ("reproduce", "landed, d 64, kappa 32-512, kernel 160", "d64-kappa32-512", {**LANDED}),
-    ("default", "default, d 16", "d16", {}),
-    ("b samples", "default, S 4", "d8", {"num_samples": 4}),
-    ("e temperature", "default, tau 40", "d8", {"tau": 40.0}),
-    ("default", "default, kernel 80", "d8-kpos80", {}),
-    ("default", "default, kappa 16-256", "d8-kappa16-256", {}),
-    ("b samples", "default, S 64", "d8", {"num_samples": 64}),
-    ("reproduce", "landed (mean, tau 20), d 64", "d64", {**LANDED}),
-    ("a denominator", "sum, sampled, d 64", "d64", {**LANDED, "denominator": "sum"}),
-    ("b samples", "sum, sampled, S 64", "d8", {**LANDED, "denominator": "sum", "num_samples": 64}),
-    ("f negatives", "default, d 64, kappa 16-256, kernel 40", "d64-kappa16-256", {}),
-    ("f negatives", "analytic negatives, d 64, kappa 16-256, kernel 40", "d64-kappa16-256", {"negatives": "analytic"}),
-    ("f negatives", "analytic negatives", "d8", {"negatives": "analytic"}),
-    ("f negatives", "analytic negatives, 2000 steps, d 64, kappa 16-256", "d64-kappa16-256",
-     {"negatives": "analytic", "steps": 2000}),
-]
-
-
 BODIES = ("mlp", "linear", "residual")
 
 
@@ -313,39 +278,6 @@ def run_setting(overrides: dict, name: str = "custom") -> dict:
     }
 
 
-def _row(r: dict) -> str:
-    return (f"| {r['spearman']:+.3f} | {r['median_ratio']:.2f} | {100 * r['at_bounds']:.1f}% | {r['effective_rank']:.1f} "
-            f"| {r['mean_cosine_negatives']:+.2f} | {r['test_loss_model']:.3f} | {r['test_loss_true_posterior']:.3f} |")
-
-
-TABLE_HEAD = ("| cause | recipe | setting | Spearman | median kappa_hat/kappa_true | at bounds | eff. rank of mu "
-              "| mean cos of negatives | test loss | true-posterior loss |\n|---|---|---|---|---|---|---|---|---|---|")
-
-
-def run_study(sets: dict, out: Path) -> dict:
-    """Run STUDY in order; rows already in ``out`` with the same configuration are kept, not rerun."""
-    done = {}
-    if out.is_file():
-        for r in json.loads(out.read_text()).get("results", []):
-            # rows saved before a key existed ran with that key's STUDY_BASE value
-            done[json.dumps({**STUDY_BASE, **r["config"]}, sort_keys=True)] = r
-    rows = []
-    for cause, label, setting, over in STUDY:
-        cfg = {**STUDY_BASE, **SETTINGS[setting], **over, **sets}
-        key = json.dumps(cfg, sort_keys=True)
-        r = done[key] if key in done else run_setting(cfg, setting)
-        r.update(cause=cause, recipe=label)
-        rows.append(r)
-        print(f"| {cause} | {label} | {setting} {_row(r)}", flush=True)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps({"benchmark": "controlled_study", "overrides": sets, "results": rows}, indent=2) + "\n")
-    print(TABLE_HEAD)
-    for r in rows:
-        print(f"| {r['cause']} | {r['recipe']} | {r['setting']} {_row(r)}")
-    print(f"wrote {out}")
-    return {"results": rows}
-
-
 def _parse_value(text: str):
     for cast in (int, float):
         try:
@@ -401,8 +333,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--only", action="append", choices=sorted(SETTINGS), help="run only these settings")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help=f"override a recipe key for every setting (keys: {', '.join(BASE)})")
-    parser.add_argument("--study", action="store_true", help="run the cause-by-cause study (STUDY); writes "
-                        "benchmarks/results/controlled_study.json and prints a markdown table")
+    parser.add_argument("--study", nargs="?", const="causes", choices=("causes", "centring"),
+                        help="run a study of benchmarks/controlled_study.py: 'causes' (issue 11's one suspected "
+                        "cause at a time, controlled_study.json) or 'centring' (the centred head, "
+                        "controlled_centring.json); prints a markdown table")
     parser.add_argument("--ssw", action="store_true", help="measure the SSW estimates' bias (identical vs "
                         "nearby vMFs); writes benchmarks/results/ssw_bias.json")
     parser.add_argument("--calibration", action="store_true", help="the loss of the true directions with kappa "
@@ -438,7 +372,10 @@ def main(argv=None) -> dict:
         print(f"wrote {out}")
         return {"rows": rows}
     if args.study:
-        return run_study(sets, Path(args.out) if args.out else ROOT / "benchmarks" / "results" / "controlled_study.json")
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        import controlled_study
+
+        return controlled_study.run_study(args.study, sets, Path(args.out) if args.out else None)
     results = []
     for name in args.only or list(SETTINGS):
         r = run_setting({**SETTINGS[name], **sets}, name)
