@@ -266,6 +266,21 @@ def test_centred_head_removes_the_batch_mean_while_training_and_the_running_mean
     assert int(head.center_updates) == 2
 
 
+def test_centred_head_takes_the_statistics_of_a_larger_batch():
+    """project / finish with stats = (sum, rows) of the whole (distributed) batch centre with its mean."""
+    torch.manual_seed(0)
+    head = VMFHead(16, 8)
+    x = torch.randn(12, 16) + 2.0
+    direction, h = head.project(x)
+    whole = torch.cat([direction, direction.detach() + 1.0])  # this rank's rows and another rank's
+    mu, kappa = head.finish(direction, h, (whole.sum(0), whole.shape[0]))
+    torch.testing.assert_close(mu, torch.nn.functional.normalize(direction - whole.mean(0), dim=-1))
+    torch.testing.assert_close(head.running_center, whole.mean(0).detach())
+    head2 = VMFHead(16, 8)
+    head2.load_state_dict({k: v for k, v in head.state_dict().items() if "center" not in k}, strict=False)
+    torch.testing.assert_close(head2(x)[0], torch.nn.functional.normalize(direction - direction.mean(0), dim=-1))
+
+
 def test_head_without_centring_keeps_its_state_dict_keys():
     plain = VMFHead(16, 8, center=False)
     assert not any("center" in k for k in plain.state_dict())

@@ -120,12 +120,10 @@ def test_sigkill_at_any_moment_then_resume_gives_the_uninterrupted_weights(setup
 
 
 def test_torchrun_two_processes_equal_single_process(setup):
-    """DDP computes the single-process objective exactly. The centred head is turned off here: it
-    centres with each rank's own rows (BatchNorm without synchronisation), so a centred DDP run
-    differs from a single process by design (test_torchrun_with_items_missing_modalities runs it)."""
+    """DDP computes the single-process objective: the centred heads (the default) centre with the
+    mean over every rank's rows (CenterSync), as one process does with the whole batch."""
     root, data, config = setup
-    args = ["-c", str(config), "--data", str(data), "--name", "run", "--quiet", "--max-steps", "3", "--batch-size", "16",
-            "--set", "head_center=false"]
+    args = ["-c", str(config), "--data", str(data), "--name", "run", "--quiet", "--max-steps", "3", "--batch-size", "16"]
     _run(_train_cmd(*args, "--out", str(root / "single")), root)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--standalone", "-m", "vmfmir_cli", "train"]
     _run(torchrun + args + ["--out", str(root / "ddp")], root)
@@ -137,6 +135,7 @@ def test_torchrun_two_processes_equal_single_process(setup):
         for term in ("loss", "contrastive", "ssw"):
             assert b[term] == pytest.approx(a[term], rel=1e-4, abs=1e-6), (a["step"], term)
     assert json.loads((ddp / "config.json").read_text())["world_size"] == 2
+    assert json.loads((ddp / "config.json").read_text())["model"]["head_center"] is True
     # checkpoints are interchangeable: same keys and nearly the same weights (Adam turns float
     # round-off in near-zero gradients into differences of up to ~lr per step)
     ws, wd = load_file(single / "checkpoint" / "model.safetensors"), load_file(ddp / "checkpoint" / "model.safetensors")

@@ -37,6 +37,7 @@ even under autocast (normalisation and exp are the places where half precision l
 from __future__ import annotations
 
 import math
+from typing import Optional
 
 import torch
 from torch import nn
@@ -99,11 +100,23 @@ class VMFHead(nn.Module):
             nn.init.constant_(last.bias, _softplus_inv(t - lo))
 
     def forward(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.finish(*self.project(features))
+
+    def project(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first half of :meth:`forward`: ``(direction (B, embed_dim) before centring and
+        normalising, h (B, in_dim) the normalised features)``. Split so that a distributed trainer
+        can centre with the mean over every rank's rows (:meth:`finish` with ``stats``)."""
         h = self.norm(features)
-        direction = self.mu(h)
+        return self.mu(h), h
+
+    def finish(
+        self, direction: torch.Tensor, h: torch.Tensor, stats: Optional[tuple[torch.Tensor, float]] = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, kappa)`` from :meth:`project`'s output. ``stats = (sum of the directions, number of
+        rows)`` over the whole (distributed) batch replaces this batch's own while training."""
         if self.center:
-            direction = self._centred(direction)
-        with torch.autocast(device_type=features.device.type, enabled=False):
+            direction = self._centred(direction, stats)
+        with torch.autocast(device_type=direction.device.type, enabled=False):
             mu = F.normalize(direction.float(), dim=-1, eps=1e-12)
             z = self.kappa_net(h.float()).squeeze(-1)
             lo, hi = math.log(self.kappa_min), math.log(self.kappa_max)
@@ -115,17 +128,19 @@ class VMFHead(nn.Module):
             kappa = kappa.clamp(self.kappa_min, self.kappa_max)  # exp/log round-off at the ends
         return mu, kappa
 
-    def _centred(self, direction: torch.Tensor) -> torch.Tensor:
+    def _centred(self, direction: torch.Tensor, stats=None) -> torch.Tensor:
         """Subtract the mean direction shared by all items: the batch mean while training (with its
         gradient, so the loss cannot move the items through a common offset), the running mean of
         the batch means otherwise (an item's embedding never depends on its batch at inference)."""
-        if self.training and direction.shape[0] >= CENTER_MIN_ROWS:
-            mean = direction.mean(0)
-            with torch.no_grad():  # the plain mean of the first batches, then an exponential average
-                weight = max(self.center_momentum, 1.0 / float(self.center_updates + 1))
-                self.running_center.lerp_(mean.detach().to(self.running_center.dtype), weight)
-                self.center_updates += 1
-            return direction - mean
+        if self.training:
+            total, rows = stats if stats is not None else (direction.sum(0), direction.shape[0])
+            if rows >= CENTER_MIN_ROWS:
+                mean = total.to(direction.dtype) / rows
+                with torch.no_grad():  # the plain mean of the first batches, then an exponential average
+                    weight = max(self.center_momentum, 1.0 / float(self.center_updates + 1))
+                    self.running_center.lerp_(mean.detach().to(self.running_center.dtype), weight)
+                    self.center_updates += 1
+                return direction - mean
         return direction - self.running_center.to(direction.dtype)
 
     def extra_repr(self) -> str:

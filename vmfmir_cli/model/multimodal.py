@@ -87,13 +87,23 @@ class MultimodalModel(nn.Module):
     # -- encoding ---------------------------------------------------------------------------------
     def encode_params(self, modality: str, batch: Mapping[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
         """A collated batch -> (mu (N, embed_dim), kappa (N,)), one row per item."""
-        encoder = self.encoder(modality)
+        return self.finish(self.stage(modality, batch))
+
+    def stage(self, modality: str, batch: Mapping[str, Any]) -> dict[str, Any]:
+        """The first half of :meth:`encode_params`: the encoder and the head's projection, before the
+        head centres and normalises (``direction`` has one row per input row, windows included).
+        A distributed trainer stages every modality, sums the directions over the ranks, then
+        calls :meth:`finish` with those sums."""
         batch = batch_to(batch, self.device)
-        features = encoder(batch)
-        mu, kappa = self.heads[modality](features)
-        owner = batch.get("owner")
-        if owner is not None:
-            mu, kappa = fuse_rows(mu, kappa, owner, batch.get("num_items"), kappa_min=self.kappa_min)
+        direction, h = self.heads[modality].project(self.encoder(modality)(batch))
+        return {"modality": modality, "direction": direction, "h": h, "owner": batch.get("owner"),
+                "num_items": batch.get("num_items")}
+
+    def finish(self, staged: Mapping[str, Any], stats=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`stage`'s output -> (mu, kappa) per item; ``stats`` see :meth:`VMFHead.finish`."""
+        mu, kappa = self.heads[staged["modality"]].finish(staged["direction"], staged["h"], stats)
+        if staged["owner"] is not None:
+            mu, kappa = fuse_rows(mu, kappa, staged["owner"], staged["num_items"], kappa_min=self.kappa_min)
         return mu, kappa
 
     def encode(self, modality: str, batch: Mapping[str, Any]):

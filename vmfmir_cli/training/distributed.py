@@ -121,6 +121,51 @@ class PackedGather:
         return out
 
 
+class _AllReduceSumWithGrad(torch.autograd.Function):
+    """Sum a tensor over the ranks; backward: the sum over the ranks of the incoming gradients."""
+
+    @staticmethod
+    def forward(ctx, tensor: torch.Tensor, group) -> torch.Tensor:
+        ctx.group = group
+        out = tensor.contiguous().clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM, group=ctx.group)
+        return grad, None
+
+
+class CenterSync:
+    """The batch statistics of a centred head over every rank: ``{m: direction rows (r_m, d)}`` ->
+    ``{m: (sum (d,), rows)}`` summed over the ranks, so that DDP centres with the mean of the whole
+    batch, as one process would. Every modality of the model goes into ONE differentiable
+    all-reduce on a process group of its own (zeros for a modality this rank's batch lacks), so
+    every rank takes part in the forward and the backward collective exactly once per step."""
+
+    def __init__(self, info: DistInfo, modalities, dim: int, device=None) -> None:
+        self.info, self.modalities, self.dim, self.device = info, list(modalities), int(dim), device
+        self.group = dist.new_group(backend=dist.get_backend()) if info.enabled else None
+
+    def __call__(self, directions):
+        if not self.info.enabled:
+            return {m: (x.sum(0), x.shape[0]) for m, x in directions.items()}
+        ref = next(iter(directions.values()), None)
+        if ref is None:  # this rank's batch has no modality at all: it still joins the collective
+            ref = torch.zeros(1, device=self.device)
+        parts = []
+        for m in self.modalities:
+            x = directions.get(m)
+            if x is None:
+                parts.append(ref.new_zeros(self.dim + 1))
+            else:
+                parts.append(torch.cat([x.sum(0), x.new_full((1,), float(x.shape[0]))]))
+        total = _AllReduceSumWithGrad.apply(torch.stack(parts), self.group)
+        return {m: (total[i, : self.dim], float(total[i, self.dim].detach())) for i, m in enumerate(self.modalities)}
+
+
 def all_gather_nograd(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if not info.enabled:
         return tensor
@@ -160,6 +205,7 @@ def anchor_slice(info: DistInfo, local_rows: int) -> slice:
 __all__ = [
     "DistInfo",
     "PackedGather",
+    "CenterSync",
     "all_gather_nograd",
     "all_gather_with_grad",
     "all_reduce_mean",

@@ -40,7 +40,7 @@ from vmfmir_cli.training.data import (
     TrainingData,
     plan_batches,
 )
-from vmfmir_cli.training.distributed import DistInfo, PackedGather, broadcast_object
+from vmfmir_cli.training.distributed import CenterSync, DistInfo, PackedGather, broadcast_object
 from vmfmir_cli.training.module import TrainModule
 
 
@@ -122,7 +122,8 @@ def prepare_run(
     model = model.to(device)
     model.train()
     logit_scale = cfg.logit_scale_init if cfg.loss == "infonce" else None
-    module = TrainModule(model, logit_scale).to(device)
+    center_sync = CenterSync(info, model.modalities, model.embed_dim, device) if info.enabled and model.head_center else None
+    module = TrainModule(model, logit_scale, center_sync).to(device)
     if cfg.loss == "infonce":
         for p in kappa_parameters(model):
             p.requires_grad_(False)
