@@ -52,7 +52,7 @@ def test_table_in_the_terminal(tiny):
     res = invoke("--run", str(tiny["runs"] / "latest"), "--data", str(tiny["data"]), "--split", "test", "-q")
     assert res.exit_code == 0, res.output
     out = res.output
-    assert "run proposed (proposed), test split (8 items), score elk" in out
+    assert "run proposed (proposed), test split (8 items), score expected_cosine" in out
     for name in DIRECTIONS:
         assert name in out
     for column in ("MRR", "R@1", "R@5", "R@10", "MR", "queries", "candidates"):
@@ -69,7 +69,7 @@ def test_json_schema_and_plots(tiny, tmp_path):
     assert res.exit_code == 0, res.output
     doc = json.loads(target.read_text())
     assert {"run", "split", "score", "n_items", "directions", "uncertainty"} <= set(doc)
-    assert doc["run"] == "proposed" and doc["split"] == "test" and doc["score"] == "elk" and doc["n_items"] == 8
+    assert doc["run"] == "proposed" and doc["split"] == "test" and doc["score"] == "expected_cosine" and doc["n_items"] == 8
     assert list(doc["directions"]) == DIRECTIONS
     for metrics in doc["directions"].values():
         assert set(metrics) == {"mrr", "r1", "r5", "r10", "mr", "n_queries"}
@@ -112,7 +112,7 @@ def test_compare_runs_side_by_side(tiny, tmp_path):
     assert res.exit_code == 0, res.output
     out = res.output
     assert "vmfmir eval --compare" in out
-    assert "proposed: elk (proposed)" in out and "infonce: cosine (infonce)" in out
+    assert "proposed: expected_cosine (proposed)" in out and "infonce: cosine (infonce)" in out
     assert "Δ baseline" in out and "Δ infonce" in out and "mean" in out
     doc = json.loads(target.read_text())
     cmp = doc["compare"]
@@ -121,7 +121,7 @@ def test_compare_runs_side_by_side(tiny, tmp_path):
     mrrs = [r["directions"]["audio->image"]["mrr"] for r in doc["runs"]]
     assert row["values"] == mrrs
     assert row["diff"][0] is None and row["diff"][1] == pytest.approx(mrrs[1] - mrrs[0])
-    assert [r["score"] for r in doc["runs"]] == ["elk", "elk", "cosine"]
+    assert [r["score"] for r in doc["runs"]] == ["expected_cosine", "expected_cosine", "cosine"]
 
 
 def test_compare_runs_narrow_terminal(tiny, wide_console, monkeypatch):

@@ -119,10 +119,10 @@ def test_the_oov_benchmark_on_a_trained_run(project, tmp_path):
     assert saved["labels"] == ["pre"] and saved["n_queries"] == len(bench.load_queries())
     run = saved["runs"][0]
     assert run["encoders"] == {"audio": "pitch-cnn", "image": "score-cnn", "text": "wordllama-text"}
-    assert run["n_targets"] == 16 and run["score"] == "elk" and run["oov"]["queries"] >= 5
+    assert run["n_targets"] == 16 and run["score"] == "expected_cosine" and run["oov"]["queries"] >= 5
     assert all(0 <= r["auroc"] <= 1 for r in run["per_query"] if r.get("auroc") is not None)
     assert not any(saved["oov_words_in_train_captions"].values())
-    assert "| pre | pitch-cnn / wordllama-text | elk |" in (tmp_path / "oov.md").read_text()
+    assert "| pre | pitch-cnn / wordllama-text | expected_cosine |" in (tmp_path / "oov.md").read_text()
     assert result["runs"][0]["oov"] == run["oov"]
     image = bench.main(["--data", str(project / "data"), "--runs", str(project / "runs" / "pre"), "--split", "all",
                         "--target", "image", "--out", str(tmp_path / "oov-image"), "--index-root", str(tmp_path / "idx")])

@@ -101,7 +101,7 @@ def test_each_loss_decreases_the_training_loss(syn, tmp_path, loss):
     }
     assert config["model"]["encoders"]["text"]["config"]["tokenizer"]  # fitted on the train texts
     assert config["hash"].startswith("sha256:") and config["vmfmir_version"]
-    assert config["score"] == ("cosine" if loss == "infonce" else "elk")
+    assert config["score"] == ("cosine" if loss == "infonce" else "expected_cosine")
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["type"] == "train"] == list(range(1, 9))
     vals = [r for r in rows if r["type"] == "val"]

@@ -81,7 +81,7 @@ def test_saved_configs_without_the_new_recipe_keys_keep_their_behaviour():
     """A run saved before mc_sample_mean / head_center existed ran with the probability form and an
     uncentred head: from_saved gives it those, a new config the centred head."""
     old = TrainConfig.from_saved({"loss": "baseline"})
-    assert old.head_center is False and old.mc_sample_mean == "probability"
+    assert old.head_center is False and old.mc_sample_mean == "probability" and old.val_score == "elk"
     assert TrainConfig().head_center is True
     assert TrainConfig.from_saved({"loss": "baseline", "head_center": True}).head_center is True
 
@@ -91,7 +91,7 @@ def test_round_trip_and_effective_score():
     again = TrainConfig.from_dict(cfg.to_dict())
     assert again == cfg
     assert again.effective_val_score() == "cosine"
-    assert validate(TrainConfig()).effective_val_score() == "elk"
+    assert validate(TrainConfig()).effective_val_score() == "expected_cosine"
 
 
 def test_examples_load(tmp_path):

@@ -130,7 +130,7 @@ class TrainConfig:
     out: str = "runs"  # runs/<name>/
     name: str = ""  # default: <YYYYmmdd-HHMMSS>-<loss>
     # -- validation, logging, checkpoints ---------------------------------------------------------
-    val_score: str = "elk"  # score of the validation MRR (infonce runs always use cosine)
+    val_score: str = "expected_cosine"  # score of the validation MRR (infonce runs always use cosine)
     val_every: int = 1  # epochs
     log_every: int = 10  # steps between metrics.jsonl rows
     checkpoint_every: int = 50  # steps between checkpoints (and every epoch end)
@@ -182,6 +182,7 @@ LEGACY_VALUES = {
     "ssw_debias": False,
     "mc_sample_mean": "probability",
     "head_center": False,
+    "val_score": "elk",
 }
 _DEFAULTS = TrainConfig()
 
