@@ -56,6 +56,7 @@ LANDED = {
     "ssw_samples": 16,
     "ssw_projections": 64,
     "ssw_debias": False,
+    "head_center": False,
 }
 
 
@@ -233,8 +234,8 @@ def main(argv=None) -> dict:
             "mc_samples": cfg.mc_samples,
             "ssw_samples": cfg.ssw_samples,
             "ssw_projections": cfg.ssw_projections,
-            "recipe": {k: getattr(cfg, k) for k in ("kappa_head", "inv_temperature", "denominator", "mc_positive",
-                                                    "mc_negatives", "ssw_debias")},
+            "recipe": {k: getattr(cfg, k) for k in ("kappa_head", "head_center", "inv_temperature", "denominator",
+                                                    "mc_positive", "mc_negatives", "ssw_debias")},
             "landed_recipe": LANDED,
             "ssw_p": cfg.ssw_p,
             "modalities": list(batch["inputs"]),

@@ -93,3 +93,17 @@ def test_trajectory_probes_the_collapse():
         controlled_trajectory.trajectory("d8", {"steps": 1, "negatives": "sampled"}, "detach-negatives")
     with pytest.raises(SystemExit):  # argparse's error: exit status 2, the message on stderr
         controlled_trajectory.main(["--set", "nonsense"])
+
+
+def test_embedding_rank_measures():
+    """benchmarks/embedding_rank.py: d for evenly spread directions, ~1 and cosine ~1 for a collapse."""
+    from benchmarks import embedding_rank as er
+
+    g = torch.Generator().manual_seed(0)
+    spread = torch.nn.functional.normalize(torch.randn(4000, 8, generator=g), dim=-1)
+    assert 7.8 < er.effective_rank(spread) <= 8.0 and abs(er.mean_cosine(spread)) < 0.01
+    cap = torch.nn.functional.normalize(torch.randn(500, 8, generator=g) * 0.05 + torch.ones(8), dim=-1)
+    assert er.effective_rank(cap) < 1.2 and er.mean_cosine(cap) > 0.95
+    gram = cap.double() @ cap.double().T
+    off = ~torch.eye(500, dtype=torch.bool)
+    assert abs(er.mean_cosine(cap) - float(gram[off].mean())) < 1e-6
