@@ -23,11 +23,14 @@ same normalised features, in one of two forms:
 with ``m`` the batch mean while training (gradient through it, as in batch normalisation) and the
 running mean of those batch means at inference (buffers ``running_center`` and ``center_updates``,
 saved with the weights; the plain mean of the first ``1 / center_momentum`` batches, then an
-exponential average). A training batch of fewer than 8 rows is centred with the running mean. Without it a common offset lets every mu drift into one cap of the sphere while kappa
-grows to keep the items apart: a compressed, over-confident embedding that the contrastive loss
-scores almost as well as the truth, and that training falls into (measured on
-``benchmarks/controlled.py``, README "Learning kappa"). The centre carries no information about any
-item, so removing it costs nothing; it also removes each modality's own offset (the "modality gap").
+exponential average). A training batch of fewer than 8 rows is centred with the running mean.
+Under DDP the trainer passes the sums over every rank (:meth:`project` / :meth:`finish`).
+
+Without centring a common offset lets every mu drift into one cap of the sphere while kappa grows
+to keep the items apart: a compressed, over-confident embedding that the contrastive loss scores
+almost as well as the truth, and that training falls into (measured on ``benchmarks/controlled.py``,
+README "Learning kappa"). The centre carries no information about any item, so removing it costs
+nothing; it also removes each modality's own offset (the "modality gap").
 
 The last layer of ``g`` starts at zero with a bias chosen so that every item starts at
 ``kappa_init`` (~ tens, a moderately confident distribution). Both outputs are computed in float32
@@ -137,14 +140,17 @@ class VMFHead(nn.Module):
             if rows >= CENTER_MIN_ROWS:
                 mean = total.to(direction.dtype) / rows
                 with torch.no_grad():  # the plain mean of the first batches, then an exponential average
-                    weight = max(self.center_momentum, 1.0 / float(self.center_updates + 1))
+                    # (a tensor weight: no host sync on a GPU)
+                    updates = (self.center_updates + 1).to(self.running_center.dtype)
+                    weight = updates.reciprocal().clamp_min(self.center_momentum)
                     self.running_center.lerp_(mean.detach().to(self.running_center.dtype), weight)
                     self.center_updates += 1
                 return direction - mean
         return direction - self.running_center.to(direction.dtype)
 
     def extra_repr(self) -> str:
-        return f"kappa_head={self.kappa_head}, kappa in [{self.kappa_min:g}, {self.kappa_max:g}]"
+        return (f"kappa_head={self.kappa_head}, kappa in [{self.kappa_min:g}, {self.kappa_max:g}], "
+                f"center={self.center}")
 
 
 def _softplus_inv(y: float) -> float:
