@@ -92,6 +92,32 @@ def test_training_dataset_caches_decoded_media_and_augments_per_epoch(tiny_datas
     assert max(seen) < cached.shape[0]  # ... and the encoder saw views of it (full_view_p = 0)
 
 
+def test_augmentation_limited_to_some_modalities(tiny_dataset):
+    from vmfmir_cli.data.manifest import read_manifest, split_items
+    from vmfmir_cli.training.data import PreprocessedDataset
+
+    only_image = Augmenter(0, augment_config({"modalities": "image", "full_view_p": 0.0}))
+    assert only_image.modalities == ("image",)
+    w = _wave()
+    assert only_image(w, "audio", 0, "x") is w and only_image("calm piano", "text", 0, "x") == "calm piano"
+    img = Image.new("L", (400, 60), 200)
+    assert only_image(img, "image", 0, "x").size != (400, 60)
+    with pytest.raises(ValueError, match="unknown modality 'video'"):
+        augment_config({"modalities": ["image", "video"]})
+
+    items = split_items(read_manifest(tiny_dataset), "train")[:3]
+    calls = {"audio": 0}
+
+    def count(x):
+        calls["audio"] += 1
+        return x
+
+    ds = PreprocessedDataset(items, ["audio"], {"audio": count}, 16000, cache_bytes=10**9, augment=only_image)
+    first = ds[0]["audio"]
+    ds.epoch = 1
+    assert torch.equal(first, ds[0]["audio"]) and calls["audio"] == 1  # not augmented: preprocessed once, cached
+
+
 def test_fast_fft_length_is_the_smallest_5_smooth_length():
     from vmfmir_cli.data.augment import fast_fft_length
 

@@ -10,6 +10,9 @@ stays ambiguous; so each epoch shows an item differently, and some views are gen
 * image: a random view (columns, as for audio), a small shift and a small rescale;
 * text: (the caption drawn per epoch, :func:`vmfmir_cli.data.captions.sample_caption`) with word dropout.
 
+``modalities`` limits the augmentation to some of them (e.g. ``["image"]``: the score images are
+never seen cropped otherwise); the others are preprocessed once and cached as without augmentation.
+
 Every draw comes from ``random.Random`` seeded by a hash of ``(seed, epoch, item id, modality)``,
 so a resumed run and a DDP rank see exactly what a single uninterrupted process sees. Views come
 from :mod:`vmfmir_cli.data.views`, the code the evaluation uses.
@@ -29,6 +32,10 @@ if TYPE_CHECKING:  # pragma: no cover
     import torch
 
 
+#: the modalities the augmenter knows
+MODALITIES = ("audio", "image", "text")
+
+
 @dataclass(frozen=True)
 class AugmentConfig:
     """The knobs of :class:`Augmenter` (the training config's ``augment_*`` keys)."""
@@ -43,6 +50,7 @@ class AugmentConfig:
     shift: float = 0.05  # image shift, as a share of its size (both axes)
     scale: float = 0.1  # image rescale drawn in 1 +- scale
     word_dropout: float = 0.1  # probability of dropping each word of a caption (never all)
+    modalities: tuple = MODALITIES  # which modalities are augmented (the others pass through unchanged)
 
     def validate(self) -> None:
         if not 0.0 < self.view_min <= 1.0:
@@ -56,10 +64,14 @@ class AugmentConfig:
         lo, hi = self.snr_db
         if lo > hi:
             raise ValueError(f"augment snr_db must be (low, high), got {self.snr_db}")
+        unknown = [m for m in self.modalities if m not in MODALITIES]
+        if unknown:
+            raise ValueError(f"augment modalities: unknown modality {unknown[0]!r}; known: {', '.join(MODALITIES)}")
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
         d["snr_db"] = list(self.snr_db)
+        d["modalities"] = list(self.modalities)
         return d
 
 
@@ -93,7 +105,14 @@ class Augmenter:
         self.config = config or AugmentConfig()
         self.config.validate()
 
+    @property
+    def modalities(self) -> tuple:
+        """The modalities this augmenter changes (the others are returned as they are)."""
+        return tuple(self.config.modalities)
+
     def __call__(self, raw: Any, modality: str, epoch: int, item_id: str) -> Any:
+        if modality not in self.config.modalities:
+            return raw
         rng = item_rng(self.seed, epoch, item_id, modality)
         if modality == "audio":
             import torch
@@ -179,9 +198,12 @@ def augment_config(values: Mapping[str, Any]) -> AugmentConfig:
     values = dict(values)
     if "snr_db" in values:
         values["snr_db"] = tuple(float(v) for v in values["snr_db"])
+    if "modalities" in values:
+        mods = values["modalities"]
+        values["modalities"] = (mods,) if isinstance(mods, str) else tuple(str(m) for m in mods)
     cfg = AugmentConfig(**values)
     cfg.validate()
     return cfg
 
 
-__all__ = ["AugmentConfig", "Augmenter", "augment_config", "item_rng"]
+__all__ = ["MODALITIES", "AugmentConfig", "Augmenter", "augment_config", "item_rng"]

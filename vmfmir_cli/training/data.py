@@ -131,11 +131,13 @@ class PreprocessedDataset(torch.utils.data.Dataset):
         self.augment = augment
         self.preprocess = dict(preprocess)
         inner_modalities = [m for m in modalities if not (m == "text" and self.text_for is not None)]
+        # the augmented modalities are cached decoded and preprocessed on every access; the others as usual
+        self.augmented = set() if augment is None else set(getattr(augment, "modalities", modalities))
         self.inner = MultimodalDataset(
             list(items),
             None,
             inner_modalities,
-            transforms={} if augment is not None else dict(preprocess),  # augmenting: cache decoded media
+            transforms={m: f for m, f in preprocess.items() if m not in self.augmented},
             sample_rate=sample_rate,
             require=False,
         )
@@ -160,18 +162,17 @@ class PreprocessedDataset(torch.utils.data.Dataset):
             if self.cached_bytes < self.cache_bytes:
                 self._cache[index] = out
                 self.cached_bytes += sum(_nbytes(v) for k, v in out.items() if k not in ("index", "id", "group"))
-        if self.text_for is None and self.augment is None:
+        if self.text_for is None and not self.augmented:
             return out
         item = self.inner.items[index]
         res = dict(out)
-        if self.augment is not None:
-            for m in self.inner.modalities:
-                raw = out.get(m)
-                if raw is not None:
-                    res[m] = self.preprocess[m](self.augment(raw, m, self.epoch, item.id))
+        for m in self.inner.modalities:
+            raw = out.get(m)
+            if m in self.augmented and raw is not None:
+                res[m] = self.preprocess[m](self.augment(raw, m, self.epoch, item.id))
         if self.text_for is not None:
             text = self.text_for(item, self.epoch)
-            if text is not None and self.augment is not None:
+            if text is not None and "text" in self.augmented:
                 text = self.augment(text, "text", self.epoch, item.id)
             res["text"] = None if text is None else self._tokens(text)
         return res
