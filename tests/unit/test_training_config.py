@@ -103,6 +103,13 @@ def test_examples_load(tmp_path):
     for path in tomls:
         cfg = load_config(path)
         assert cfg.loss in ("proposed", "baseline", "infonce")
+    from vmfmir_cli.data.augment import augment_config
+
+    for name in ("proposed", "baseline"):  # the vMF recipes train on random views of the score images only
+        cfg = load_config(examples / f"{name}.toml")
+        aug = augment_config(cfg.augment_options)
+        assert cfg.augment and aug.modalities == ("image",) and aug.shift == 0.0 and aug.scale == 0.0
+    assert not load_config(examples / "infonce.toml").augment
 
 
 def test_latest_pointer_symlink_and_text_file(tmp_path):
