@@ -69,6 +69,7 @@ def headline(doc: dict) -> dict[str, Any]:
     row["text_spearman_compatible"] = text.get("spearman_kappa_compatible")
     for m in ("text", "audio", "image"):
         row[f"{m}_r_auroc"] = (amb.get(m) or {}).get("r_auroc")
+        row[f"{m}_r_auroc_ci95"] = (amb.get(m) or {}).get("r_auroc_ci95")
     for m in ("audio", "image"):
         sec = amb.get(m) or {}
         row[f"{m}_spearman_view"] = sec.get("spearman_kappa_level")
@@ -102,9 +103,14 @@ def markdown(rows: list[dict], command: str, seconds: float) -> str:
         "| " + " | ".join(label for _, label in COLUMNS) + " |",
         "|" + "---|" * len(COLUMNS),
     ]
+    def cell(r: dict, k: str) -> str:
+        ci = r.get(f"{k}_ci95") if k.endswith("r_auroc") else None
+        return fmt(r.get(k)) + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
     for r in rows:
-        lines.append("| " + " | ".join(fmt(r.get(k)) for k, _ in COLUMNS) + " |")
-    lines += ["", "Uninformative kappa: ρ = 0, crop drop = 0.5, R-AUROC = 0.5; deterministic (infonce) runs: –."]
+        lines.append("| " + " | ".join(cell(r, k) for k, _ in COLUMNS) + " |")
+    lines += ["", "Uninformative kappa: ρ = 0, crop drop = 0.5, R-AUROC = 0.5 (in brackets: its 95% interval, a "
+                  "bootstrap over the queries' items); deterministic (infonce) runs: –."]
     return "\n".join(lines) + "\n"
 
 

@@ -9,7 +9,7 @@ import torch
 
 from vmfmir_cli.data.captions import Caption
 from vmfmir_cli.data.manifest import Item
-from vmfmir_cli.evaluation.ambiguity import crop_kappa_drop, rank_correlation, reject_curve, roc_auc
+from vmfmir_cli.evaluation.ambiguity import crop_kappa_drop, rank_correlation, reject_curve, roc_auc, roc_auc_interval
 from vmfmir_cli.evaluation.graded import (
     GradedEmbeddings,
     ambiguity_report,
@@ -101,7 +101,7 @@ def test_kappa_equal_to_the_level_gives_the_hand_computed_values():
         assert sec["crop_kappa_drop"] == 1.0
         assert [r["r1"] for r in sec["views"]] == [0.0, 1.0, 1.0]
         # hits: f = 0.5 (kappa 5) and f = 1 (kappa 10); misses: f = 0.25 (kappa 2.5)
-        assert sec["r_auroc"] == pytest.approx(1.0)
+        assert sec["r_auroc"] == pytest.approx(1.0) and sec["r_auroc_ci95"] == pytest.approx([1.0, 1.0])
     fusion = rep["fusion"]["levels"]
     assert [r["level"] for r in fusion] == [0, 1, 2, 3]
     assert fusion[3]["product_of_experts"]["r1"] == 1.0 and fusion[3]["image_only"]["r1"] == 1.0
@@ -114,7 +114,7 @@ def test_constant_kappa_reports_the_uninformative_values():
     for m in ("text", "audio", "image"):
         sec = rep[m]
         assert sec["spearman_kappa_level"] == 0.0
-        assert sec["r_auroc"] == 0.5
+        assert sec["r_auroc"] == 0.5 and sec["r_auroc_ci95"] == [0.5, 0.5]
         r1s = {round(p["r1"], 12) for p in sec["reject_curve"]}
         assert len(r1s) == 1  # flat
     assert rep["text"]["spearman_kappa_compatible"] == 0.0
@@ -160,6 +160,33 @@ def test_roc_auc_matches_pair_counting():
     expect = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in itertools.product(pos, neg)) / (len(pos) * len(neg))
     assert roc_auc(s, y) == pytest.approx(expect)
     assert roc_auc(s, torch.ones(40, dtype=torch.bool)) is None
+
+
+def test_roc_auc_interval_is_a_bootstrap_over_groups():
+    g = torch.Generator().manual_seed(1)
+    n = 60
+    s = torch.randint(0, 8, (n,), generator=g).double()  # ties on purpose
+    y = torch.rand(n, generator=g) < 0.3 + 0.05 * s
+    groups = torch.arange(n) // 3  # 20 groups of 3 observations
+    lo, hi = roc_auc_interval(s, y, groups, resamples=200, seed=5)
+    # the same resamples by brute force: repeat each observation by its group's draw count
+    draws = torch.randint(20, (200, 20), generator=torch.Generator().manual_seed(5))
+    aucs = []
+    for row in draws:
+        idx = torch.cat([torch.nonzero(groups == int(k)).flatten() for k in row])
+        a = roc_auc(s[idx], y[idx])
+        if a is not None:
+            aucs.append(a)
+    expect = torch.quantile(torch.tensor(aucs, dtype=torch.float64), torch.tensor([0.025, 0.975], dtype=torch.float64))
+    assert (lo, hi) == pytest.approx(expect.tolist())
+    assert lo < roc_auc(s, y) < hi
+    # copies of an observation in one group change nothing; as independent groups they narrow the interval
+    rep = torch.arange(n).repeat_interleave(6)
+    same = roc_auc_interval(s[rep], y[rep], rep, resamples=200, seed=5)
+    assert same == pytest.approx(roc_auc_interval(s, y, torch.arange(n), resamples=200, seed=5))
+    narrow = roc_auc_interval(s[rep], y[rep], torch.arange(6 * n), resamples=200, seed=5)
+    assert narrow[1] - narrow[0] < 0.7 * (same[1] - same[0])
+    assert roc_auc_interval(s, torch.zeros(n, dtype=torch.bool), groups) is None
 
 
 def test_reject_curve_and_crop_drop_by_hand():

@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
 
         The uncertainty section shows, per query modality, R@1 by kappa decile and the Spearman correlation between kappa and reciprocal rank: if kappa is a real uncertainty, low-kappa queries are retrieved worse.
 
-        The ambiguity section (JSON key "ambiguity") uses queries whose ambiguity is known: views keeping the first 25/50/100% of each audio / score image, and every caption of an item (level 3 = full description, 2 = facts, 1 = vague, 0 = says nothing; only its own item is correct). Per query modality: "levels" / "views" (n_queries, mrr, r1, kappa_mean, kappa_median; n_compatible = items a caption fits), "spearman_kappa_level" (kappa vs level / fraction), "spearman_kappa_compatible" (text: kappa vs -log n_compatible), "crop_kappa_drop" (share of items whose 25% view has a lower kappa than the full one; 0.5 = chance), "r_auroc" (AUROC of kappa for rank 1; 0.5 = uninformative), "reject_curve" (R@1 after rejecting the 0..90% lowest-kappa queries). "fusion": image+text->audio by caption level, product of experts vs the mean of the two directions vs the image alone. Deterministic (infonce) runs get null for every number that needs kappa.
+        The ambiguity section (JSON key "ambiguity") uses queries whose ambiguity is known: views keeping the first 25/50/100% of each audio / score image, and every caption of an item (level 3 = full description, 2 = facts, 1 = vague, 0 = says nothing; only its own item is correct). Per query modality: "levels" / "views" (n_queries, mrr, r1, kappa_mean, kappa_median; n_compatible = items a caption fits), "spearman_kappa_level" (kappa vs level / fraction), "spearman_kappa_compatible" (text: kappa vs -log n_compatible), "crop_kappa_drop" (share of items whose 25% view has a lower kappa than the full one; 0.5 = chance), "r_auroc" (AUROC of kappa for rank 1; 0.5 = uninformative) and "r_auroc_ci95" (its 95% interval, a bootstrap over the queries' items), "reject_curve" (R@1 after rejecting the 0..90% lowest-kappa queries). "fusion": image+text->audio by caption level, product of experts vs the mean of the two directions vs the image alone. Deterministic (infonce) runs get null for every number that needs kappa.
         """
         with user_errors():
             from vmfmir_cli.errors import ConfigError
@@ -346,6 +346,13 @@ def _num(value: Optional[float], fmt: str = "{:.3f}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
+def _auroc(section: dict) -> str:
+    """R-AUROC with its 95% interval (a bootstrap over the queries' items) when there is one."""
+    ci = section.get("r_auroc_ci95")
+    text = _num(section.get("r_auroc"))
+    return text if not ci else f"{text} [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
 def _print_ambiguity(amb: dict) -> None:
     """The ambiguity section: by caption level / view fraction, kappa checks, and fusion by text level."""
     from rich.table import Table
@@ -382,7 +389,7 @@ def _print_ambiguity(amb: dict) -> None:
         caption=(
             "Spearman(level): kappa vs caption level / view fraction; Spearman(fit): kappa vs -log(items a caption "
             "fits); crop drop: share of items whose 25% view has a lower kappa than the full one; R-AUROC: kappa "
-            "as a predictor of rank 1; R@1 after rejecting the 0/50/90% least confident queries; at bounds: share of "
+            "as a predictor of rank 1 [95% interval, bootstrap over items]; R@1 after rejecting the 0/50/90% least confident queries; at bounds: share of "
             "the split's media whose kappa is within 5% of the head's bounds"
         ),
         caption_justify="left",
@@ -400,7 +407,7 @@ def _print_ambiguity(amb: dict) -> None:
             _num(section.get("spearman_kappa_level"), "{:+.3f}"),
             _num(section.get("spearman_kappa_compatible"), "{:+.3f}") if modality == "text" else "",
             _num(section.get("crop_kappa_drop")) if modality != "text" else "",
-            _num(section.get("r_auroc")),
+            _auroc(section),
             *(_num(curve.get(p), "{:.1%}") for p in (0.0, 0.5, 0.9)),
             _num((amb.get("kappa_at_bounds") or {}).get(modality), "{:.1%}"),
         )

@@ -75,6 +75,47 @@ def roc_auc(scores, labels) -> Optional[float]:
     return float((r[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+def roc_auc_interval(
+    scores, labels, groups, level: float = 0.95, resamples: int = 1000, seed: int = 0
+) -> Optional[tuple[float, float]]:
+    """Percentile interval of :func:`roc_auc` from a bootstrap over ``groups`` (a cluster bootstrap).
+
+    The observations of one group (e.g. one item queried at three view fractions and against two
+    targets) are resampled together: they are not independent, and resampling them one by one would
+    make the interval too narrow. Each resample draws as many groups as there are, with
+    replacement, and weights every observation by its group's count; the weighted AUROC counts
+    each (positive, negative) pair by the product of their weights, ties one half. Resamples with
+    no positive or no negative are left out. None when ``roc_auc`` is None.
+    """
+    s = _f64(scores)
+    y = torch.as_tensor(labels).detach().flatten().to(torch.bool)
+    g = torch.as_tensor(groups).detach().flatten()
+    if not (s.numel() == y.numel() == g.numel()):
+        raise ValueError(f"scores, labels and groups have {s.numel()}, {y.numel()} and {g.numel()} entries")
+    if int(y.sum()) == 0 or int((~y).sum()) == 0:
+        return None
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    _, gid = torch.unique(g, return_inverse=True)
+    n_groups = int(gid.max()) + 1
+    gen = torch.Generator().manual_seed(int(seed))
+    draws = torch.randint(n_groups, (resamples, n_groups), generator=gen)
+    counts = torch.zeros(resamples, n_groups, dtype=torch.float64).scatter_add_(
+        1, draws, torch.ones(resamples, n_groups, dtype=torch.float64)
+    )
+    w = counts[:, gid]  # (R, n): each observation's weight in each resample
+    values, vid = torch.unique(s, return_inverse=True)  # ascending distinct scores
+    neg_w = torch.zeros(resamples, values.numel(), dtype=torch.float64).index_add_(1, vid[~y], w[:, ~y])
+    below = torch.cumsum(neg_w, dim=1) - neg_w  # negative weight strictly below each distinct score
+    wins = below[:, vid[y]] + 0.5 * neg_w[:, vid[y]]  # (R, n_pos)
+    w_pos, w_neg = w[:, y], w[:, ~y]
+    denom = w_pos.sum(1) * w_neg.sum(1)
+    ok = denom > 0
+    auc = (w_pos * wins).sum(1)[ok] / denom[ok]
+    lo, hi = torch.quantile(auc, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
+    return float(lo), float(hi)
+
+
 def crop_kappa_drop(kappa_crop, kappa_full) -> Optional[float]:
     """Share of items whose cropped view has a lower kappa than their full view (ties = 1/2)."""
     a, b = _f64(kappa_crop), _f64(kappa_full)

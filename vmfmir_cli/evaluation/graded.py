@@ -39,6 +39,7 @@ from vmfmir_cli.evaluation.ambiguity import (
     rank_correlation,
     reject_curve,
     roc_auc,
+    roc_auc_interval,
 )
 from vmfmir_cli.evaluation.retrieval import ModalityEmbeddings
 from vmfmir_cli.evaluation.tasks import build_task, media_key, unique_media
@@ -160,10 +161,14 @@ def _own_media_index(items: Sequence[Item], owners: Sequence[int], target: str, 
     return torch.tensor([index[media_key(items[i], target)] for i in owners], dtype=torch.long)
 
 
-def _summary(kappa: Optional[torch.Tensor], ranks: torch.Tensor) -> dict:
+def _summary(kappa: Optional[torch.Tensor], ranks: torch.Tensor, groups: torch.Tensor) -> dict:
+    """R-AUROC (with its 95% interval from a bootstrap over ``groups``, the item each query comes
+    from) and the reject curve."""
     hits = (ranks <= 1).to(torch.float64)
+    interval = None if kappa is None else roc_auc_interval(kappa, hits.bool(), groups)
     return {
         "r_auroc": None if kappa is None else roc_auc(kappa, hits.bool()),
+        "r_auroc_ci95": None if interval is None else list(interval),
         "reject_curve": None if kappa is None else reject_curve(kappa, hits),
     }
 
@@ -177,7 +182,8 @@ def _view_section(
     use_kappa: bool,
 ) -> Optional[dict]:
     fractions = sorted(views)
-    obs_f, obs_k, obs_r = [], [], []
+    obs_f, obs_k, obs_r, obs_g = [], [], [], []
+    key_ids: dict[str, int] = {}  # a query's media: its views and targets resample together
     targets = []
     for target in [t for t in full if t != modality]:
         task = build_task(items, (modality,), target)
@@ -185,6 +191,7 @@ def _view_section(
             continue
         targets.append(target)
         keys = [q[0] for q in task.queries]
+        group = torch.tensor([key_ids.setdefault(k, len(key_ids)) for k in keys], dtype=torch.long)
         cands = full[target].take(task.candidates)
         for f in fractions:
             q = views[f].take(keys)
@@ -192,6 +199,7 @@ def _view_section(
             obs_f.append(torch.full((len(keys),), float(f), dtype=torch.float64))
             obs_k.append(q.concentration.to(torch.float64))
             obs_r.append(ranks.to(torch.float64))
+            obs_g.append(group)
     if not targets:
         return None
     f_all, k_all, r_all = torch.cat(obs_f), torch.cat(obs_k), torch.cat(obs_r)
@@ -208,7 +216,7 @@ def _view_section(
             else None
         ),
     }
-    section.update(_summary(k_all if use_kappa else None, r_all))
+    section.update(_summary(k_all if use_kappa else None, r_all, torch.cat(obs_g)))
     return section
 
 
@@ -257,7 +265,8 @@ def _text_section(
         "spearman_kappa_level": rank_correlation(kappa, levels) if use_kappa else None,
         "spearman_kappa_compatible": rank_correlation(kappa, -torch.log(comp.clamp_min(1))) if use_kappa else None,
     }
-    section.update(_summary(k_all if use_kappa else None, r_all))
+    owner = torch.tensor(queries.items, dtype=torch.long)  # a caption's item: its captions resample together
+    section.update(_summary(k_all if use_kappa else None, r_all, torch.cat([owner[sel] for _, sel, _ in per_target])))
     return section
 
 
