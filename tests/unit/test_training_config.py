@@ -105,11 +105,10 @@ def test_examples_load(tmp_path):
         assert cfg.loss in ("proposed", "baseline", "infonce")
     from vmfmir_cli.data.augment import augment_config
 
-    for name in ("proposed", "baseline"):  # the vMF recipes train on random views of the score images only
+    for name in ("proposed", "baseline", "infonce", "pretrained"):  # random views of the score images only
         cfg = load_config(examples / f"{name}.toml")
         aug = augment_config(cfg.augment_options)
         assert cfg.augment and aug.modalities == ("image",) and aug.shift == 0.0 and aug.scale == 0.0
-    assert not load_config(examples / "infonce.toml").augment
 
 
 def test_latest_pointer_symlink_and_text_file(tmp_path):
