@@ -389,8 +389,8 @@ def _print_ambiguity(amb: dict) -> None:
         caption=(
             "Spearman(level): kappa vs caption level / view fraction; Spearman(fit): kappa vs -log(items a caption "
             "fits); crop drop: share of items whose 25% view has a lower kappa than the full one; R-AUROC: kappa "
-            "as a predictor of rank 1 [95% interval, bootstrap over items]; R@1 after rejecting the 0/50/90% least confident queries; at bounds: share of "
-            "the split's media whose kappa is within 5% of the head's bounds"
+            "as a predictor of rank 1 [95% interval, bootstrap over items]; R@1 after rejecting the 0/50/90% least "
+            "confident queries; at bounds: share of the split's media whose kappa is within 5% of the head's bounds"
         ),
         caption_justify="left",
     )

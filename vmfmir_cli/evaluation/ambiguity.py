@@ -75,6 +75,9 @@ def roc_auc(scores, labels) -> Optional[float]:
     return float((r[y].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
+_INTERVAL_CHUNK_ELEMENTS = 1 << 22
+
+
 def roc_auc_interval(
     scores, labels, groups, level: float = 0.95, resamples: int = 1000, seed: int = 0
 ) -> Optional[tuple[float, float]]:
@@ -100,18 +103,24 @@ def roc_auc_interval(
     n_groups = int(gid.max()) + 1
     gen = torch.Generator().manual_seed(int(seed))
     draws = torch.randint(n_groups, (resamples, n_groups), generator=gen)
-    counts = torch.zeros(resamples, n_groups, dtype=torch.float64).scatter_add_(
-        1, draws, torch.ones(resamples, n_groups, dtype=torch.float64)
-    )
-    w = counts[:, gid]  # (R, n): each observation's weight in each resample
     values, vid = torch.unique(s, return_inverse=True)  # ascending distinct scores
-    neg_w = torch.zeros(resamples, values.numel(), dtype=torch.float64).index_add_(1, vid[~y], w[:, ~y])
-    below = torch.cumsum(neg_w, dim=1) - neg_w  # negative weight strictly below each distinct score
-    wins = below[:, vid[y]] + 0.5 * neg_w[:, vid[y]]  # (R, n_pos)
-    w_pos, w_neg = w[:, y], w[:, ~y]
-    denom = w_pos.sum(1) * w_neg.sum(1)
-    ok = denom > 0
-    auc = (w_pos * wins).sum(1)[ok] / denom[ok]
+    vid_pos, vid_neg = vid[y], vid[~y]
+    aucs = []
+    chunk = max(1, _INTERVAL_CHUNK_ELEMENTS // max(s.numel(), n_groups, values.numel()))
+    for start in range(0, resamples, chunk):  # (chunk, n) at a time: memory bounded for any split size
+        d = draws[start : start + chunk]
+        counts = torch.zeros(d.shape[0], n_groups, dtype=torch.float64).scatter_add_(
+            1, d, torch.ones(d.shape, dtype=torch.float64)
+        )
+        w = counts[:, gid]  # each observation's weight in each resample
+        w_pos, w_neg = w[:, y], w[:, ~y]
+        neg_w = torch.zeros(d.shape[0], values.numel(), dtype=torch.float64).index_add_(1, vid_neg, w_neg)
+        below = torch.cumsum(neg_w, dim=1) - neg_w  # negative weight strictly below each distinct score
+        wins = below[:, vid_pos] + 0.5 * neg_w[:, vid_pos]
+        denom = w_pos.sum(1) * w_neg.sum(1)
+        ok = denom > 0
+        aucs.append((w_pos * wins).sum(1)[ok] / denom[ok])
+    auc = torch.cat(aucs)
     lo, hi = torch.quantile(auc, torch.tensor([(1 - level) / 2, (1 + level) / 2], dtype=torch.float64))
     return float(lo), float(hi)
 
