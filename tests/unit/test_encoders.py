@@ -188,6 +188,51 @@ def test_image_fit_modes_and_transparency():
     assert z.shape == (3, 32, 96) and torch.allclose(z[0], torch.ones(32, 96))
 
 
+def test_image_column_windows_keep_the_inked_columns():
+    enc = build("image", column_window=32)  # canvas 32 x 96: windows at 0, 32, 64
+    whole = build("image").preprocess(Image.new("L", (150, 60), 0))  # black, 80 of 96 columns
+    x = enc.preprocess(Image.new("L", (150, 60), 0))
+    assert x.shape == (3, 1, 32, 32)
+    assert torch.equal(x[2], whole[:, :, 64:96])  # the windows are the canvas' own columns
+    short = enc.preprocess(Image.new("L", (40, 60), 0))  # 21 columns of ink: one window
+    assert short.shape == (1, 1, 32, 32) and short[0, :, :, :21].min() == 1.0
+    blank = enc.preprocess(Image.new("L", (400, 80), 255))  # no ink anywhere: still one window
+    assert blank.shape == (1, 1, 32, 32) and blank.abs().max() == 0
+    paper = build("image", column_window=32, invert=False).preprocess(Image.new("L", (40, 60), 0))
+    assert paper.shape[0] == 1  # without inversion the background is 1, and still dropped
+    odd = build("image", column_window=40).preprocess(Image.new("L", (400, 80), 0))
+    assert odd.shape == (3, 1, 32, 40)  # 0, 40 and the last one aligned with the right edge (56)
+    batch = enc.collate([x, short, blank])
+    assert batch["owner"].tolist() == [0, 0, 0, 1, 2] and batch["num_items"] == 3
+    with torch.no_grad():
+        out = enc(batch)
+        alone = torch.cat([enc(enc.collate([t])) for t in (x, short, blank)])
+    assert out.shape == (5, enc.dim)
+    torch.testing.assert_close(out, alone, atol=2e-5, rtol=1e-4)
+
+
+def test_image_column_window_is_validated():
+    for bad in (8, 97, 2.5, True, "64"):
+        with pytest.raises(ConfigError, match="column_window"):
+            build("image", column_window=bad)
+
+
+def test_model_fuses_the_column_windows_of_a_score():
+    torch.manual_seed(0)
+    cls, config = SMALL["image"]
+    model = MultimodalModel({"image": cls(**{**config, "column_window": 32})}, embed_dim=16).eval()
+    scores = [Image.new("L", (150, 60), 0), Image.new("L", (40, 60), 0)]
+    enc, head = model.encoders["image"], model.heads["image"]
+    with torch.no_grad():
+        dist = model.encode_raw("image", scores)
+        mu, kappa = head(enc(enc.collate([enc.preprocess(s) for s in scores])))
+    assert dist.batch_shape == (2,)
+    expected = fuse(*(VonMisesFisher(mu[i], kappa[i]) for i in range(3)))
+    torch.testing.assert_close(dist.concentration[0], expected.concentration)
+    torch.testing.assert_close(dist.concentration[1], kappa[3])
+    assert dist.concentration[0] > dist.concentration[1]  # the whole score carries more evidence
+
+
 def test_text_tokenizer_is_trained_saved_and_restored():
     enc = build("text")
     assert enc.cfg["tokenizer"] and enc.tokenizer.get_vocab_size() > 258  # merges were learnt

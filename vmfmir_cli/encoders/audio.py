@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vmfmir_cli.encoders.base import Encoder, windowed_collate
+from vmfmir_cli.encoders.base import Encoder, window_starts, windowed_collate
 from vmfmir_cli.encoders.layers import MeanMaxPool, cnn_trunk
 from vmfmir_cli.errors import ConfigError
 
@@ -42,16 +42,6 @@ def _mel_transform(sample_rate: int, n_fft: int, hop_length: int, n_mels: int, f
         norm="slaney",
         mel_scale="slaney",
     )
-
-
-def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
-    """Start offsets of the fixed windows covering ``num_samples`` (last one end-aligned)."""
-    if num_samples <= window:
-        return [0]
-    starts = list(range(0, num_samples - window + 1, hop))
-    if starts[-1] + window < num_samples:
-        starts.append(num_samples - window)
-    return starts
 
 
 def frame_windows(wav: torch.Tensor, window: int, hop: int) -> torch.Tensor:

@@ -144,6 +144,16 @@ def pad_sequences(items: list[torch.Tensor], pad_value: float = 0.0) -> dict[str
     return {"x": x, "mask": mask}
 
 
+def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
+    """Start offsets of the fixed windows covering ``num_samples`` (last one end-aligned)."""
+    if num_samples <= window:
+        return [0]
+    starts = list(range(0, num_samples - window + 1, hop))
+    if starts[-1] + window < num_samples:
+        starts.append(num_samples - window)
+    return starts
+
+
 def windowed_collate(items: list[torch.Tensor]) -> dict[str, Any]:
     """Items of shape ``(W_i, ...)`` (W_i windows each) -> all windows plus their ``owner`` item."""
     if not items:
@@ -162,4 +172,4 @@ def batch_to(batch: Mapping[str, Any], device: torch.device | str) -> dict[str, 
     return {k: (v.to(device, non_blocking=non_blocking) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
-__all__ = ["Encoder", "MODALITIES", "batch_to", "pad_sequences", "windowed_collate"]
+__all__ = ["Encoder", "MODALITIES", "batch_to", "pad_sequences", "window_starts", "windowed_collate"]
