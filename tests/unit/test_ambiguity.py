@@ -9,7 +9,14 @@ import torch
 
 from vmfmir_cli.data.captions import Caption
 from vmfmir_cli.data.manifest import Item
-from vmfmir_cli.evaluation.ambiguity import crop_kappa_drop, rank_correlation, reject_curve, roc_auc, roc_auc_interval
+from vmfmir_cli.evaluation.ambiguity import (
+    crop_kappa_drop,
+    level_table,
+    rank_correlation,
+    reject_curve,
+    roc_auc,
+    roc_auc_interval,
+)
 from vmfmir_cli.evaluation.graded import (
     GradedEmbeddings,
     ambiguity_report,
@@ -160,6 +167,18 @@ def test_roc_auc_matches_pair_counting():
     expect = sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in itertools.product(pos, neg)) / (len(pos) * len(neg))
     assert roc_auc(s, y) == pytest.approx(expect)
     assert roc_auc(s, torch.ones(40, dtype=torch.bool)) is None
+
+
+def test_level_table_r_auroc_is_within_each_level():
+    levels = [1, 1, 1, 1, 2, 2, 2, 2, 3, 3]
+    kappa = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 9.0]
+    ranks = [5, 1, 3, 1, 1, 2, 2, 9, 1, 1]
+    rows = level_table(levels, kappa, ranks)
+    # level 1: hits at kappa 2 and 4, misses at 1 and 3: 3 of the 4 (hit, miss) pairs are ordered
+    # level 2: the one hit has the lowest kappa; level 3: no miss, so no AUROC
+    assert [r["r_auroc"] for r in rows] == [pytest.approx(0.75), 0.0, None]
+    assert roc_auc(kappa, [r <= 1 for r in ranks]) != pytest.approx(0.75)  # the pooled one differs
+    assert "r_auroc" not in level_table(levels, None, ranks)[0]
 
 
 def test_roc_auc_interval_is_a_bootstrap_over_groups():

@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
 
         The uncertainty section shows, per query modality, R@1 by kappa decile and the Spearman correlation between kappa and reciprocal rank: if kappa is a real uncertainty, low-kappa queries are retrieved worse.
 
-        The ambiguity section (JSON key "ambiguity") uses queries whose ambiguity is known: views keeping the first 25/50/100% of each audio / score image, and every caption of an item (level 3 = full description, 2 = facts, 1 = vague, 0 = says nothing; only its own item is correct). Per query modality: "levels" / "views" (n_queries, mrr, r1, kappa_mean, kappa_median; n_compatible = items a caption fits), "spearman_kappa_level" (kappa vs level / fraction), "spearman_kappa_compatible" (text: kappa vs -log n_compatible), "crop_kappa_drop" (share of items whose 25% view has a lower kappa than the full one; 0.5 = chance), "r_auroc" (AUROC of kappa for rank 1; 0.5 = uninformative) and "r_auroc_ci95" (its 95% interval, a bootstrap over the queries' items), "reject_curve" (R@1 after rejecting the 0..90% lowest-kappa queries). "fusion": image+text->audio by caption level, product of experts vs the mean of the two directions vs the image alone. Deterministic (infonce) runs get null for every number that needs kappa.
+        The ambiguity section (JSON key "ambiguity") uses queries whose ambiguity is known: views keeping the first 25/50/100% of each audio / score image, and every caption of an item (level 3 = full description, 2 = facts, 1 = vague, 0 = says nothing; only its own item is correct). Per query modality: "levels" / "views" (n_queries, mrr, r1, kappa_mean, kappa_median, r_auroc within the level; n_compatible = items a caption fits), "spearman_kappa_level" (kappa vs level / fraction), "spearman_kappa_compatible" (text: kappa vs -log n_compatible), "crop_kappa_drop" (share of items whose 25% view has a lower kappa than the full one; 0.5 = chance), "r_auroc" (AUROC of kappa for rank 1; 0.5 = uninformative) and "r_auroc_ci95" (its 95% interval, a bootstrap over the queries' items), "reject_curve" (R@1 after rejecting the 0..90% lowest-kappa queries). "fusion": image+text->audio by caption level, product of experts vs the mean of the two directions vs the image alone. Deterministic (infonce) runs get null for every number that needs kappa.
         """
         with user_errors():
             from vmfmir_cli.errors import ConfigError
@@ -362,11 +362,12 @@ def _print_ambiguity(amb: dict) -> None:
         title_justify="left",
         caption=(
             "level 3 = full description ... 0 = says nothing; fit = median number of items of the split a caption "
-            "describes; a view keeps the first 25/50/100% of the audio or score image"
+            "describes; a view keeps the first 25/50/100% of the audio or score image; R-AUROC: kappa as a "
+            "predictor of rank 1 among the queries of that row only"
         ),
         caption_justify="left",
     )
-    for col in ("query", "level", "n", "MRR", "R@1", "kappa mean", "kappa median", "fit"):
+    for col in ("query", "level", "n", "MRR", "R@1", "kappa mean", "kappa median", "R-AUROC", "fit"):
         table.add_column(col, justify="left" if col == "query" else "right")
     for modality in ("text", "audio", "image"):
         section = amb.get(modality)
@@ -380,7 +381,7 @@ def _print_ambiguity(amb: dict) -> None:
             table.add_row(
                 modality if i == 0 else "", level, str(row["n_queries"]), f"{row['mrr']:.3f}", f"{100 * row['r1']:.1f}%",
                 _num(row.get("kappa_mean"), "{:.3g}"), _num(row.get("kappa_median"), "{:.3g}"),
-                "" if fit is None else f"{fit:g}",
+                _num(row.get("r_auroc")), "" if fit is None else f"{fit:g}",
             )
     out.print(table)
     checks = Table(

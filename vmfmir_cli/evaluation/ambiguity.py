@@ -170,7 +170,9 @@ def reject_curve(kappa, hits, fractions: Sequence[float] = REJECT_FRACTIONS) -> 
 
 def level_table(levels, kappa, ranks, key: str = "level", integer: bool = True) -> list[dict]:
     """Per distinct level (ascending): ``{key: level, "n_queries", "mrr", "r1", "kappa_mean",
-    "kappa_median"}`` (the kappa entries only when ``kappa`` is given). ``integer``: levels are ints."""
+    "kappa_median", "r_auroc"}`` (the kappa entries only when ``kappa`` is given; ``r_auroc`` is
+    :func:`roc_auc` of kappa for rank 1 among the queries of that level only, so that it measures
+    what kappa knows about the items beyond the level itself). ``integer``: levels are ints."""
     lv, r = _f64(levels), _f64(ranks)
     k = None if kappa is None else _f64(kappa)
     rows = []
@@ -187,6 +189,7 @@ def level_table(levels, kappa, ranks, key: str = "level", integer: bool = True) 
             kk = k[sel]
             row["kappa_mean"] = float(kk.mean())
             row["kappa_median"] = float(kk.median())
+            row["r_auroc"] = roc_auc(kk, rr <= 1)
         rows.append(row)
     return rows
 
