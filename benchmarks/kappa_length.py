@@ -1,0 +1,100 @@
+"""Is a windowed item's kappa more than its length? (audio of a trained run, by default)
+
+    python benchmarks/kappa_length.py RUN [RUN ...] --data DATA [--split test] [--modality audio]
+
+A windowed encoder (mel-cnn: 4-second windows) fuses the vMFs of an item's windows as a product
+of experts, so the item's kappa grows with the number of windows unless the head learns otherwise.
+For every item of the split this reads the number of windows the encoder cuts it into and reports,
+per run:
+
+* ``spearman_kappa_windows``: Spearman(kappa, windows) (near 1: the kappa is mostly the length);
+* ``spearman_window_kappa_length``: Spearman(kappa / windows, windows): how the head's evidence per
+  window changes with the length (negative: it discounts long items, but less than the product adds);
+* per target modality, the rank-1 hits of the full item as the query and the AUROC of kappa and of
+  the number of windows as predictors of a hit (0.5: no information), with the eval's score.
+
+Prints one JSON object per run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+
+def windows_of(encoder, item, modality: str) -> int:
+    """How many rows ``encoder`` makes of ``item``'s media (1 for an encoder without windows)."""
+    from vmfmir_cli.data.media import load_audio, load_image
+
+    path = getattr(item, modality)
+    raw = load_audio(path, int(encoder.cfg["sample_rate"])) if modality == "audio" else load_image(path)
+    x = encoder.preprocess(raw)
+    return int(x.shape[0]) if "owner" in encoder.collate([x]) else 1
+
+
+def measure(run: str, data: str, split: str = "test", modality: str = "audio") -> dict:
+    from vmfmir_cli.evaluation.ambiguity import rank_correlation, roc_auc
+    from vmfmir_cli.evaluation.evaluate import EvalOptions, load_and_encode
+    from vmfmir_cli.evaluation.retrieval import rank_task
+    from vmfmir_cli.evaluation.tasks import build_task, media_key
+    from vmfmir_cli.model import load_model
+
+    loaded = load_and_encode(EvalOptions(run=run, data=data, split=split, ambiguity=False))
+    if modality not in loaded.embeddings:
+        raise SystemExit(f"{run} has no {modality} encoder (it has: {', '.join(loaded.embeddings)})")
+    model, _ = load_model(loaded.run_dir)
+    encoder = model.encoder(modality)
+    by_key = {media_key(it, modality): it for it in loaded.items if it.has(modality)}
+    emb = loaded.embeddings[modality]
+    windows = torch.tensor([windows_of(encoder, by_key[k], modality) for k in emb.keys], dtype=torch.float64)
+    kappa = emb.kappa.to(torch.float64)
+    score = "cosine" if loaded.loss == "infonce" else "expected_cosine"
+    result = {
+        "run": str(loaded.run_dir), "split": split, "modality": modality, "n": len(emb.keys), "score": score,
+        "windows": {"min": int(windows.min()), "median": float(windows.median()), "max": int(windows.max())},
+        "spearman_kappa_windows": rank_correlation(kappa, windows),
+        "spearman_window_kappa_length": rank_correlation(kappa / windows, windows),
+        "targets": {},
+    }
+    row = {k: i for i, k in enumerate(emb.keys)}
+    for target in [m for m in loaded.embeddings if m != modality]:
+        task = build_task(loaded.items, (modality,), target)
+        if task.n_queries == 0:
+            continue
+        ranks, q_kappa = rank_task(task, loaded.embeddings, score)
+        hits = ranks <= 1
+        q_windows = windows[[row[q[0]] for q in task.queries]]
+        result["targets"][target] = {
+            "n_queries": task.n_queries, "hits": int(hits.sum()),
+            "auroc_kappa": roc_auc(q_kappa, hits), "auroc_windows": roc_auc(q_windows, hits),
+        }
+    return result
+
+
+def main(argv=None) -> list:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="run folders")
+    parser.add_argument("--data", required=True, help="the prepared dataset the runs were trained on")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--modality", default="audio", choices=("audio", "image"))
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = []
+    for run in args.runs:
+        result = measure(run, args.data, args.split, args.modality)
+        print(json.dumps(result), flush=True)
+        out.append(result)
+    return out
+
+
+if __name__ == "__main__":
+    main()

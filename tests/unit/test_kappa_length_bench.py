@@ -1,0 +1,40 @@
+"""benchmarks/kappa_length.py: windows per item, and the rank-1 hits the eval counts."""
+
+from __future__ import annotations
+
+import pytest
+
+from benchmarks import kappa_length
+
+
+def test_windows_and_hits_match_the_encoder_and_the_eval(tiny_dataset, tmp_path, make_untrained_run, one_thread):
+    from vmfmir_cli.data.manifest import read_manifest
+    from vmfmir_cli.data.media import load_audio
+    from vmfmir_cli.evaluation.evaluate import EvalOptions, evaluate_loaded, load_and_encode
+    from vmfmir_cli.model import load_model
+
+    run = make_untrained_run(tmp_path / "run", tiny_dataset)
+    result = kappa_length.measure(str(run), str(tiny_dataset), split="all")
+    model, _ = load_model(run)
+    encoder = model.encoder("audio")
+    rate = int(encoder.cfg["sample_rate"])
+    counts = sorted(encoder.num_windows(load_audio(it.audio, rate).shape[0]) for it in read_manifest(tiny_dataset))
+    assert result["n"] == len(counts)
+    assert (result["windows"]["min"], result["windows"]["max"]) == (counts[0], counts[-1])
+    assert -1.0 <= result["spearman_kappa_windows"] <= 1.0
+    loaded = load_and_encode(EvalOptions(run=str(run), data=str(tiny_dataset), split="all", ambiguity=False))
+    doc = evaluate_loaded(loaded, EvalOptions(run=str(run), data=str(tiny_dataset), split="all", ambiguity=False),
+                          score="expected_cosine").to_json()
+    assert set(result["targets"]) == {"image", "text"}
+    for target, row in result["targets"].items():
+        direction = doc["directions"][f"audio->{target}"]
+        assert row["n_queries"] == direction["n_queries"]
+        assert row["hits"] == round(direction["r1"] * direction["n_queries"])
+        for key in ("auroc_kappa", "auroc_windows"):
+            assert row[key] is None or 0.0 <= row[key] <= 1.0
+
+
+def test_a_run_without_the_modality_is_refused(tiny_dataset, tmp_path, make_untrained_run):
+    run = make_untrained_run(tmp_path / "run", tiny_dataset, modalities=("image", "text"))
+    with pytest.raises(SystemExit, match="has no audio encoder"):
+        kappa_length.measure(str(run), str(tiny_dataset), split="all")
