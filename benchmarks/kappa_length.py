@@ -10,6 +10,9 @@ per run:
 * ``spearman_kappa_windows``: Spearman(kappa, windows) (near 1: the kappa is mostly the length);
 * ``spearman_window_kappa_length``: Spearman(kappa / windows, windows): how the head's evidence per
   window changes with the length (negative: it discounts long items, but less than the product adds);
+* ``spearman_kappa_meta``: Spearman(kappa, field) for every numeric field of the items' metadata
+  that every item has (for the music21 benchmark: tempo_bpm, duration_s, parts, ...), i.e. what
+  else the kappa follows;
 * per target modality, the rank-1 hits of the full item as the query and the AUROC of kappa and of
   the number of windows as predictors of a hit (0.5: no information), with the eval's score.
 
@@ -40,6 +43,22 @@ def windows_of(encoder, item, modality: str) -> int:
     return int(x.shape[0]) if "owner" in encoder.collate([x]) else 1
 
 
+def meta_correlations(items, kappa: torch.Tensor) -> dict:
+    """Spearman(kappa, field) for each numeric metadata field that every item has and that varies."""
+    from vmfmir_cli.evaluation.ambiguity import rank_correlation
+
+    def number(value):
+        return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+    fields = sorted(set.intersection(*(set(it.meta) for it in items))) if items else []
+    out = {}
+    for field in fields:
+        values = [number(it.meta[field]) for it in items]
+        if all(v is not None for v in values) and len(set(values)) > 1:
+            out[field] = rank_correlation(kappa, torch.tensor(values, dtype=torch.float64))
+    return out
+
+
 def measure(run: str, data: str, split: str = "test", modality: str = "audio") -> dict:
     from vmfmir_cli.evaluation.ambiguity import rank_correlation, roc_auc
     from vmfmir_cli.evaluation.evaluate import EvalOptions, load_and_encode
@@ -62,6 +81,7 @@ def measure(run: str, data: str, split: str = "test", modality: str = "audio") -
         "windows": {"min": int(windows.min()), "median": float(windows.median()), "max": int(windows.max())},
         "spearman_kappa_windows": rank_correlation(kappa, windows),
         "spearman_window_kappa_length": rank_correlation(kappa / windows, windows),
+        "spearman_kappa_meta": meta_correlations([by_key[k] for k in emb.keys], kappa),
         "targets": {},
     }
     row = {k: i for i, k in enumerate(emb.keys)}

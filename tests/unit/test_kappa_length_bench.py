@@ -38,3 +38,14 @@ def test_a_run_without_the_modality_is_refused(tiny_dataset, tmp_path, make_untr
     run = make_untrained_run(tmp_path / "run", tiny_dataset, modalities=("image", "text"))
     with pytest.raises(SystemExit, match="has no audio encoder"):
         kappa_length.measure(str(run), str(tiny_dataset), split="all")
+
+
+def test_meta_correlations_take_the_numeric_fields_every_item_has():
+    from types import SimpleNamespace
+
+    import torch
+
+    items = [SimpleNamespace(meta={"tempo_bpm": t, "name": "x", "flag": True, "bars": 4, **extra})
+             for t, extra in ((60, {"only_here": 1}), (90, {}), (120, {}))]
+    out = kappa_length.meta_correlations(items, torch.tensor([3.0, 2.0, 1.0]))
+    assert out == {"tempo_bpm": pytest.approx(-1.0)}  # constant, boolean, text and partial fields left out
