@@ -1,6 +1,6 @@
 """Is a windowed item's kappa more than its length? (audio of a trained run, by default)
 
-    python benchmarks/kappa_length.py RUN [RUN ...] --data DATA [--split test] [--modality audio]
+    python benchmarks/kappa_length.py RUN [RUN ...] --data DATA [--split test] [--modality audio] [--views]
 
 A windowed encoder (mel-cnn: 4-second windows) fuses the vMFs of an item's windows as a product
 of experts, so the item's kappa grows with the number of windows unless the head learns otherwise.
@@ -14,7 +14,13 @@ per run:
   that every item has (for the music21 benchmark: tempo_bpm, duration_s, parts, ...), i.e. what
   else the kappa follows;
 * per target modality, the rank-1 hits of the full item as the query and the AUROC of kappa and of
-  the number of windows as predictors of a hit (0.5: no information), with the eval's score.
+  the number of windows as predictors of a hit (0.5: no information), with the eval's score;
+* ``views`` (with ``--views``): the eval's graded views (the first 25 / 50 / 100% of every item,
+  against every other modality) pooled as in ``vmfmir eval``'s R-AUROC: the AUROC for a rank-1 hit
+  of kappa (the eval's number), of the number of windows, and of kappa / windows (the evidence per
+  window: what the item's kappa would be if the windows' vMFs were averaged instead of multiplied;
+  the mean direction and so every rank stay the same). A diagnostic on the split it reads, not a
+  recipe tuned on it.
 
 Prints one JSON object per run.
 """
@@ -59,14 +65,50 @@ def meta_correlations(items, kappa: torch.Tensor) -> dict:
     return out
 
 
-def measure(run: str, data: str, split: str = "test", modality: str = "audio") -> dict:
+def view_aurocs(loaded, encoder, modality: str, score_kind: str) -> dict:
+    """Pooled AUROC over the graded views of kappa, windows and kappa / windows (see module docs)."""
+    from vmfmir_cli.data.media import load_audio, load_image
+    from vmfmir_cli.data.views import view
+    from vmfmir_cli.engine.metrics import ranks_from_scores
+    from vmfmir_cli.engine.scores import score
+    from vmfmir_cli.evaluation.ambiguity import roc_auc
+    from vmfmir_cli.evaluation.tasks import build_task, media_key
+
+    views = loaded.graded.views[modality]
+    by_key = {media_key(it, modality): it for it in loaded.items if it.has(modality)}
+
+    def rows(key: str, fraction: float) -> int:
+        path = getattr(by_key[key], modality)
+        raw = load_audio(path, int(encoder.cfg["sample_rate"])) if modality == "audio" else load_image(path)
+        x = encoder.preprocess(view(raw, modality, fraction))
+        return int(x.shape[0]) if "owner" in encoder.collate([x]) else 1
+
+    windows = {(k, f): rows(k, f) for f in views for k in views[f].keys}
+    kappas, counts, hits = [], [], []
+    for target in [m for m in loaded.embeddings if m != modality]:
+        task = build_task(loaded.items, (modality,), target)
+        if task.n_queries == 0:
+            continue
+        keys = [q[0] for q in task.queries]
+        cands = loaded.embeddings[target].take(task.candidates)
+        for f in sorted(views):
+            q = views[f].take(keys)
+            hits.append(ranks_from_scores(score(q, cands, kind=score_kind), task.relevant) <= 1)
+            kappas.append(q.concentration.to(torch.float64))
+            counts.append(torch.tensor([windows[(k, f)] for k in keys], dtype=torch.float64))
+    kappa, count, hit = torch.cat(kappas), torch.cat(counts), torch.cat(hits)
+    return {"n_queries": int(hit.numel()), "hits": int(hit.sum()), "auroc_kappa": roc_auc(kappa, hit),
+            "auroc_windows": roc_auc(count, hit), "auroc_kappa_per_window": roc_auc(kappa / count, hit)}
+
+
+def measure(run: str, data: str, split: str = "test", modality: str = "audio", views: bool = False) -> dict:
     from vmfmir_cli.evaluation.ambiguity import rank_correlation, roc_auc
     from vmfmir_cli.evaluation.evaluate import EvalOptions, load_and_encode
     from vmfmir_cli.evaluation.retrieval import rank_task
     from vmfmir_cli.evaluation.tasks import build_task, media_key
     from vmfmir_cli.model import load_model
 
-    loaded = load_and_encode(EvalOptions(run=run, data=data, split=split, ambiguity=False))
+    loaded = load_and_encode(EvalOptions(run=run, data=data, split=split, ambiguity=views))
     if modality not in loaded.embeddings:
         raise SystemExit(f"{run} has no {modality} encoder (it has: {', '.join(loaded.embeddings)})")
     model, _ = load_model(loaded.run_dir)
@@ -96,6 +138,8 @@ def measure(run: str, data: str, split: str = "test", modality: str = "audio") -
             "n_queries": task.n_queries, "hits": int(hits.sum()),
             "auroc_kappa": roc_auc(q_kappa, hits), "auroc_windows": roc_auc(q_windows, hits),
         }
+    if views:
+        result["views"] = view_aurocs(loaded, encoder, modality, score)
     return result
 
 
@@ -105,12 +149,14 @@ def main(argv=None) -> list:
     parser.add_argument("--data", required=True, help="the prepared dataset the runs were trained on")
     parser.add_argument("--split", default="test")
     parser.add_argument("--modality", default="audio", choices=("audio", "image"))
+    parser.add_argument("--views", action="store_true",
+                        help="also the pooled R-AUROC over the graded views with kappa per window (encodes the views)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = []
     for run in args.runs:
-        result = measure(run, args.data, args.split, args.modality)
+        result = measure(run, args.data, args.split, args.modality, views=args.views)
         print(json.dumps(result), flush=True)
         out.append(result)
     return out

@@ -34,6 +34,20 @@ def test_windows_and_hits_match_the_encoder_and_the_eval(tiny_dataset, tmp_path,
             assert row[key] is None or 0.0 <= row[key] <= 1.0
 
 
+def test_views_pool_like_the_eval_r_auroc(tiny_dataset, tmp_path, make_untrained_run, one_thread):
+    from vmfmir_cli.evaluation.evaluate import EvalOptions, evaluate_loaded, load_and_encode
+
+    run = make_untrained_run(tmp_path / "run", tiny_dataset)
+    result = kappa_length.measure(str(run), str(tiny_dataset), split="all", views=True)["views"]
+    options = EvalOptions(run=str(run), data=str(tiny_dataset), split="all", ambiguity=True)
+    audio = evaluate_loaded(load_and_encode(options), options, score="expected_cosine").to_json()["ambiguity"]["audio"]
+    assert result["n_queries"] == sum(row["n_queries"] for row in audio["views"])
+    assert result["hits"] == round(sum(row["r1"] * row["n_queries"] for row in audio["views"]))
+    assert 0 < result["hits"] < result["n_queries"]
+    assert result["auroc_kappa"] == pytest.approx(audio["r_auroc"])
+    assert 0.0 <= result["auroc_kappa_per_window"] <= 1.0 and 0.0 <= result["auroc_windows"] <= 1.0
+
+
 def test_a_run_without_the_modality_is_refused(tiny_dataset, tmp_path, make_untrained_run):
     run = make_untrained_run(tmp_path / "run", tiny_dataset, modalities=("image", "text"))
     with pytest.raises(SystemExit, match="has no audio encoder"):
