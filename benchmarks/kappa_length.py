@@ -17,7 +17,8 @@ per run:
   the number of windows as predictors of a hit (0.5: no information), with the eval's score;
 * ``views`` (with ``--views``): the eval's graded views (the first 25 / 50 / 100% of every item,
   against every other modality) pooled as in ``vmfmir eval``'s R-AUROC: the AUROC for a rank-1 hit
-  of kappa (the eval's number), of the number of windows, and of kappa / windows (the evidence per
+  of kappa (the eval's number), of the view fraction itself (what knowing the known ambiguity
+  exactly and nothing else would give), of the number of windows, and of kappa / windows (the evidence per
   window: what the item's kappa would be if the windows' vMFs were averaged instead of multiplied;
   the mean direction and so every rank stay the same). A diagnostic on the split it reads, not a
   recipe tuned on it.
@@ -84,7 +85,7 @@ def view_aurocs(loaded, encoder, modality: str, score_kind: str) -> dict:
         return int(x.shape[0]) if "owner" in encoder.collate([x]) else 1
 
     windows = {(k, f): rows(k, f) for f in views for k in views[f].keys}
-    kappas, counts, hits = [], [], []
+    kappas, counts, fractions, hits = [], [], [], []
     for target in [m for m in loaded.embeddings if m != modality]:
         task = build_task(loaded.items, (modality,), target)
         if task.n_queries == 0:
@@ -96,9 +97,11 @@ def view_aurocs(loaded, encoder, modality: str, score_kind: str) -> dict:
             hits.append(ranks_from_scores(score(q, cands, kind=score_kind), task.relevant) <= 1)
             kappas.append(q.concentration.to(torch.float64))
             counts.append(torch.tensor([windows[(k, f)] for k in keys], dtype=torch.float64))
+            fractions.append(torch.full((len(keys),), float(f), dtype=torch.float64))
     kappa, count, hit = torch.cat(kappas), torch.cat(counts), torch.cat(hits)
     return {"n_queries": int(hit.numel()), "hits": int(hit.sum()), "auroc_kappa": roc_auc(kappa, hit),
-            "auroc_windows": roc_auc(count, hit), "auroc_kappa_per_window": roc_auc(kappa / count, hit)}
+            "auroc_fraction": roc_auc(torch.cat(fractions), hit), "auroc_windows": roc_auc(count, hit),
+            "auroc_kappa_per_window": roc_auc(kappa / count, hit)}
 
 
 def measure(run: str, data: str, split: str = "test", modality: str = "audio", views: bool = False) -> dict:
