@@ -18,9 +18,9 @@ per run:
 * ``views`` (with ``--views``): the eval's graded views (the first 25 / 50 / 100% of every item,
   against every other modality) pooled as in ``vmfmir eval``'s R-AUROC: the AUROC for a rank-1 hit
   of kappa (the eval's number), of the view fraction itself (what knowing the known ambiguity
-  exactly and nothing else would give), of the number of windows, and of kappa / windows (the evidence per
-  window: what the item's kappa would be if the windows' vMFs were averaged instead of multiplied;
-  the mean direction and so every rank stay the same). A diagnostic on the split it reads, not a
+  exactly and nothing else would give), of the number of windows, and of kappa / windows (the
+  evidence per window: what the item's kappa would be if the windows' vMFs were averaged instead
+  of multiplied; the mean direction and so every rank stay the same). A diagnostic on the split it reads, not a
   recipe tuned on it.
 
 Prints one JSON object per run.
@@ -40,13 +40,15 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 
-def windows_of(encoder, item, modality: str) -> int:
-    """How many rows ``encoder`` makes of ``item``'s media (1 for an encoder without windows)."""
+def windows_of(encoder, item, modality: str, fraction: float = 1.0) -> int:
+    """How many rows ``encoder`` makes of the view ``fraction`` of ``item``'s media (1 for an encoder
+    without windows)."""
     from vmfmir_cli.data.media import load_audio, load_image
+    from vmfmir_cli.data.views import view
 
     path = getattr(item, modality)
     raw = load_audio(path, int(encoder.cfg["sample_rate"])) if modality == "audio" else load_image(path)
-    x = encoder.preprocess(raw)
+    x = encoder.preprocess(view(raw, modality, fraction))
     return int(x.shape[0]) if "owner" in encoder.collate([x]) else 1
 
 
@@ -68,8 +70,6 @@ def meta_correlations(items, kappa: torch.Tensor) -> dict:
 
 def view_aurocs(loaded, encoder, modality: str, score_kind: str) -> dict:
     """Pooled AUROC over the graded views of kappa, windows and kappa / windows (see module docs)."""
-    from vmfmir_cli.data.media import load_audio, load_image
-    from vmfmir_cli.data.views import view
     from vmfmir_cli.engine.metrics import ranks_from_scores
     from vmfmir_cli.engine.scores import score
     from vmfmir_cli.evaluation.ambiguity import roc_auc
@@ -78,13 +78,7 @@ def view_aurocs(loaded, encoder, modality: str, score_kind: str) -> dict:
     views = loaded.graded.views[modality]
     by_key = {media_key(it, modality): it for it in loaded.items if it.has(modality)}
 
-    def rows(key: str, fraction: float) -> int:
-        path = getattr(by_key[key], modality)
-        raw = load_audio(path, int(encoder.cfg["sample_rate"])) if modality == "audio" else load_image(path)
-        x = encoder.preprocess(view(raw, modality, fraction))
-        return int(x.shape[0]) if "owner" in encoder.collate([x]) else 1
-
-    windows = {(k, f): rows(k, f) for f in views for k in views[f].keys}
+    windows = {(k, f): windows_of(encoder, by_key[k], modality, f) for f in views for k in views[f].keys}
     kappas, counts, fractions, hits = [], [], [], []
     for target in [m for m in loaded.embeddings if m != modality]:
         task = build_task(loaded.items, (modality,), target)
