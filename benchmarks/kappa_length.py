@@ -19,8 +19,9 @@ per run:
   against every other modality) pooled as in ``vmfmir eval``'s R-AUROC: the AUROC for a rank-1 hit
   of kappa (the eval's number), of the view fraction itself (what knowing the known ambiguity
   exactly and nothing else would give), of the number of windows, and of kappa / windows (the
-  evidence per window: what the item's kappa would be if the windows' vMFs were averaged instead
-  of multiplied; the mean direction and so every rank stay the same). A diagnostic on the split it reads, not a
+  evidence per window: the kappa of the normalised geometric mean of the windows' vMFs, i.e. their
+  natural parameters averaged instead of added; the mean direction and so every rank stay the
+  same). A diagnostic on the split it reads, not a
   recipe tuned on it.
 
 Prints one JSON object per run.
@@ -100,7 +101,7 @@ def view_aurocs(loaded, encoder, modality: str, score_kind: str) -> dict:
 
 def measure(run: str, data: str, split: str = "test", modality: str = "audio", views: bool = False) -> dict:
     from vmfmir_cli.evaluation.ambiguity import rank_correlation, roc_auc
-    from vmfmir_cli.evaluation.evaluate import EvalOptions, load_and_encode
+    from vmfmir_cli.evaluation.evaluate import EvalOptions, default_score, load_and_encode
     from vmfmir_cli.evaluation.retrieval import rank_task
     from vmfmir_cli.evaluation.tasks import build_task, media_key
     from vmfmir_cli.model import load_model
@@ -114,7 +115,7 @@ def measure(run: str, data: str, split: str = "test", modality: str = "audio", v
     emb = loaded.embeddings[modality]
     windows = torch.tensor([windows_of(encoder, by_key[k], modality) for k in emb.keys], dtype=torch.float64)
     kappa = emb.kappa.to(torch.float64)
-    score = "cosine" if loaded.loss == "infonce" else "expected_cosine"
+    score = default_score(loaded.loss)
     result = {
         "run": str(loaded.run_dir), "split": split, "modality": modality, "n": len(emb.keys), "score": score,
         "windows": {"min": int(windows.min()), "median": float(windows.median()), "max": int(windows.max())},

@@ -211,6 +211,14 @@ def test_image_column_windows_keep_the_inked_columns():
     torch.testing.assert_close(out, alone, atol=2e-5, rtol=1e-4)
 
 
+def test_a_score_cnn_config_saved_before_column_window_loads_without_windows():
+    saved = {k: v for k, v in build("image").config().items() if k != "column_window"}
+    enc = ScoreCNN.from_config(saved)
+    assert enc.cfg["column_window"] == 0
+    x = enc.preprocess(Image.new("L", (150, 60), 0))
+    assert x.shape == (1, 32, 96) and "owner" not in enc.collate([x])
+
+
 def test_image_column_window_is_validated():
     for bad in (8, 97, 2.5, True, "64"):
         with pytest.raises(ConfigError, match="column_window"):

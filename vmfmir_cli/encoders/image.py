@@ -10,11 +10,14 @@ Preprocessing (deterministic, PIL, CPU) maps any image to ``(channels, height, w
 * ``invert=True`` (the default, for scores): ink is 1 and paper is 0, so padding is "empty paper".
 
 ``column_window`` (canvas pixels, 0 = off, the default): cut the canvas into windows of that many
-columns (the last one aligned with the right edge) and drop the windows without ink (the padding
-right of a short score). Each window becomes a vMF and the core fuses an item's windows as a
-product of experts (like ``mel-cnn``'s audio windows), so evidence adds up along the score: a
-quarter of a score has a quarter of the windows, and its kappa is lower by construction rather
-than only if training happens to learn it. Measured on music21, it makes the image kappa follow the
+columns and drop the windows without ink (the padding right of a short score). When ``width`` is
+not a multiple of ``column_window`` the last window is aligned with the right edge and overlaps
+the one before (those columns count twice). Each window becomes a vMF and the core fuses an
+item's windows as a product of experts (like ``mel-cnn``'s audio windows), so evidence adds up
+along the score: a quarter of a score has about a quarter of the windows, and its kappa is lower by
+construction rather than only if training happens to learn it. That holds for scores no wider than
+the canvas' aspect ratio (4:1 by default; the music21 benchmark's are at most 3.7:1): a wider one
+is scaled to the canvas' width, so a part of it is scaled up and fills as many windows as the whole. Measured on music21, it makes the image kappa follow the
 part of the score seen but lowers the R-AUROC, so the example configs leave it off (README,
 "Evidence that adds up over a score").
 """
