@@ -49,6 +49,33 @@ def test_views_pool_like_the_eval_r_auroc(tiny_dataset, tmp_path, make_untrained
         assert 0.0 <= result[key] <= 1.0
 
 
+def test_image_views_of_a_column_window_run(tiny_dataset, tmp_path, one_thread):
+    import torch
+
+    from vmfmir_cli.data.manifest import read_manifest
+    from vmfmir_cli.data.media import load_image
+    from vmfmir_cli.evaluation.evaluate import EvalOptions, evaluate_loaded, load_and_encode
+    from vmfmir_cli.model import MultimodalModel, save_model
+    from vmfmir_cli.plugins.manager import create_encoder
+
+    torch.manual_seed(0)
+    encoders = {"image": create_encoder("score-cnn", {"column_window": 64}), "text": create_encoder("text-transformer")}
+    encoders["text"].fit_preprocessing([it.text for it in read_manifest(tiny_dataset) if it.text])
+    model = MultimodalModel(encoders, embed_dim=32)
+    torch.nn.init.normal_(model.heads["image"].kappa_net[-1].weight, std=0.2)
+    run = tmp_path / "run"
+    save_model(model, run)
+    result = kappa_length.measure(str(run), str(tiny_dataset), split="all", modality="image", views=True)
+    enc = model.encoder("image")
+    images = {str(it.image): it for it in read_manifest(tiny_dataset)}
+    counts = sorted(enc.preprocess(load_image(path)).shape[0] for path in images)
+    assert (result["windows"]["min"], result["windows"]["max"]) == (counts[0], counts[-1]) and counts[-1] > 1
+    options = EvalOptions(run=str(run), data=str(tiny_dataset), split="all", ambiguity=True)
+    image = evaluate_loaded(load_and_encode(options), options, score="expected_cosine").to_json()["ambiguity"]["image"]
+    assert result["views"]["n_queries"] == sum(row["n_queries"] for row in image["views"])
+    assert image["r_auroc"] is not None and result["views"]["auroc_kappa"] == pytest.approx(image["r_auroc"])
+
+
 def test_a_run_without_the_modality_is_refused(tiny_dataset, tmp_path, make_untrained_run):
     run = make_untrained_run(tmp_path / "run", tiny_dataset, modalities=("image", "text"))
     with pytest.raises(SystemExit, match="has no audio encoder"):
