@@ -41,16 +41,20 @@ if str(ROOT) not in sys.path:
 import torch  # noqa: E402
 
 
-def windows_of(encoder, item, modality: str, fraction: float = 1.0) -> int:
-    """How many rows ``encoder`` makes of the view ``fraction`` of ``item``'s media (1 for an encoder
-    without windows)."""
+def window_counts(encoder, items: dict, modality: str, fractions=(1.0,)) -> dict:
+    """``{(media key, fraction): rows}``: how many rows ``encoder`` makes of each view of each media
+    of ``items`` (``{media key: item}``; 1 row for an encoder without windows). Each media is read once."""
     from vmfmir_cli.data.media import load_audio, load_image
     from vmfmir_cli.data.views import view
 
-    path = getattr(item, modality)
-    raw = load_audio(path, int(encoder.cfg["sample_rate"])) if modality == "audio" else load_image(path)
-    x = encoder.preprocess(view(raw, modality, fraction))
-    return int(x.shape[0]) if "owner" in encoder.collate([x]) else 1
+    counts = {}
+    for key, item in items.items():
+        path = getattr(item, modality)
+        raw = load_audio(path, int(encoder.cfg["sample_rate"])) if modality == "audio" else load_image(path)
+        for f in fractions:
+            x = encoder.preprocess(view(raw, modality, f))
+            counts[(key, f)] = int(x.shape[0]) if "owner" in encoder.collate([x]) else 1
+    return counts
 
 
 def meta_correlations(items, kappa: torch.Tensor) -> dict:
@@ -69,17 +73,15 @@ def meta_correlations(items, kappa: torch.Tensor) -> dict:
     return out
 
 
-def view_aurocs(loaded, encoder, modality: str, score_kind: str) -> dict:
-    """Pooled AUROC over the graded views of kappa, windows and kappa / windows (see module docs)."""
+def view_aurocs(loaded, windows: dict, modality: str, score_kind: str) -> dict:
+    """Pooled AUROC over the graded views of kappa, windows and kappa / windows (see module docs);
+    ``windows``: :func:`window_counts` of every view."""
     from vmfmir_cli.engine.metrics import ranks_from_scores
     from vmfmir_cli.engine.scores import score
     from vmfmir_cli.evaluation.ambiguity import roc_auc
-    from vmfmir_cli.evaluation.tasks import build_task, media_key
+    from vmfmir_cli.evaluation.tasks import build_task
 
     views = loaded.graded.views[modality]
-    by_key = {media_key(it, modality): it for it in loaded.items if it.has(modality)}
-
-    windows = {(k, f): windows_of(encoder, by_key[k], modality, f) for f in views for k in views[f].keys}
     kappas, counts, fractions, hits = [], [], [], []
     for target in [m for m in loaded.embeddings if m != modality]:
         task = build_task(loaded.items, (modality,), target)
@@ -113,7 +115,9 @@ def measure(run: str, data: str, split: str = "test", modality: str = "audio", v
     encoder = model.encoder(modality)
     by_key = {media_key(it, modality): it for it in loaded.items if it.has(modality)}
     emb = loaded.embeddings[modality]
-    windows = torch.tensor([windows_of(encoder, by_key[k], modality) for k in emb.keys], dtype=torch.float64)
+    fractions = sorted(set(loaded.graded.views[modality]) | {1.0}) if views else [1.0]
+    counts = window_counts(encoder, {k: by_key[k] for k in emb.keys}, modality, fractions)
+    windows = torch.tensor([counts[(k, 1.0)] for k in emb.keys], dtype=torch.float64)
     kappa = emb.kappa.to(torch.float64)
     score = default_score(loaded.loss)
     result = {
@@ -137,7 +141,7 @@ def measure(run: str, data: str, split: str = "test", modality: str = "audio", v
             "auroc_kappa": roc_auc(q_kappa, hits), "auroc_windows": roc_auc(q_windows, hits),
         }
     if views:
-        result["views"] = view_aurocs(loaded, encoder, modality, score)
+        result["views"] = view_aurocs(loaded, counts, modality, score)
     return result
 
 

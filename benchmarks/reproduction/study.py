@@ -427,7 +427,7 @@ def parser(doc: str) -> argparse.ArgumentParser:
            "more CPU cores, else 1; on 2 cores the study's runs went 1.37x faster than one 2-thread run at a time)")
     a("--device", help="training and evaluation device (default: vmfmir's auto)")
     a("--score", help="retrieval score of the test evaluation (default: expected_cosine, the retrieval default; "
-                               "cosine for infonce)")
+                      "cosine for infonce)")
     a("--replicates", type=int, help=f"bootstrap replicates (default {full.replicates})")
     a("--bootstrap-seed", type=int, default=0, help="seed of the bootstrap (default 0)")
     a("--resample", choices=("pieces", "queries"), default="pieces",

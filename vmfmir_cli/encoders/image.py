@@ -17,9 +17,9 @@ item's windows as a product of experts (like ``mel-cnn``'s audio windows), so ev
 along the score: a quarter of a score has about a quarter of the windows, and its kappa is lower by
 construction rather than only if training happens to learn it. That holds for scores no wider than
 the canvas' aspect ratio (4:1 by default; the music21 benchmark's are at most 3.7:1): a wider one
-is scaled to the canvas' width, so a part of it is scaled up and fills as many windows as the whole. Measured on music21, it makes the image kappa follow the
-part of the score seen but lowers the R-AUROC, so the example configs leave it off (README,
-"Evidence that adds up over a score").
+is scaled to the canvas' width, so a part of it is scaled up and fills as many windows as the
+whole. Measured on music21, it makes the image kappa follow the part of the score seen but lowers
+the R-AUROC, so the example configs leave it off (README, "Evidence that adds up over a score").
 """
 
 from __future__ import annotations
