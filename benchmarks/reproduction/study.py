@@ -263,6 +263,8 @@ class Study:
         return doc
 
     def setup(self, chosen: dict, specs: list[plan.RunSpec]) -> dict:
+        from vmfmir_cli.evaluation.evaluate import default_score
+
         return {
             "dataset": {**self.dataset, "path": _shown_path(self.data)},
             "epochs": self.epochs,
@@ -276,7 +278,7 @@ class Study:
             "sets": self.args.sets,
             "device": self.args.device,
             "jobs": self.jobs,
-            "scores": {l: self.args.score or ("cosine" if l == "infonce" else "expected_cosine") for l in self.losses},
+            "scores": {l: self.args.score or default_score(l) for l in self.losses},
             "replicates": self.replicates,
             "bootstrap_seed": self.args.bootstrap_seed,
             "resample": self.args.resample,

@@ -534,6 +534,8 @@ def test_quick_study_end_to_end(request, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out" / "reproduction_quick-ranks").glob("*.json")) == sorted(
         f"main-{loss}-s{s}.json" for loss in settings.LOSSES for s in (0, 1))
     assert set(doc["stages"]) >= {"probe", "main", "analysis"} and doc["estimate"]["total"] > 0
+    # the scores the eval picks for each loss when none is asked for
+    assert doc["setup"]["scores"] == {"proposed": "expected_cosine", "baseline": "expected_cosine", "infonce": "cosine"}
     again = subprocess.run(base + ["--report-only"], capture_output=True, text=True, env=env, timeout=300)
     assert again.returncode == 0, again.stderr[-3000:]
     redo = json.loads((tmp_path / "out" / "reproduction_quick.json").read_text())
