@@ -21,7 +21,12 @@ per run:
   exactly and nothing else would give), of the number of windows, and of kappa / windows (the
   evidence per window: the kappa of the normalised geometric mean of the windows' vMFs, i.e. their
   natural parameters averaged instead of added; the mean direction and so every rank stay the
-  same). A diagnostic on the split it reads, not a
+  same); and how deep kappa's knowledge reaches: ``depth`` (the AUROC of kappa and of the view
+  fraction for a match within the top 1 / 5 / 10 / 50), ``spearman_kappa_rank`` and
+  ``spearman_fraction_rank`` (Spearman with -rank over every view query),
+  ``spearman_kappa_rank_full_views`` (the same among the whole items only: what kappa knows beyond
+  the view), and ``by_collection`` (hit rate, median rank and median kappa per ``collection`` fact
+  of the captions, where the dataset states one). A diagnostic on the split it reads, not a
   recipe tuned on it.
 
 Prints one JSON object per run.
@@ -73,16 +78,20 @@ def meta_correlations(items, kappa: torch.Tensor) -> dict:
     return out
 
 
+DEPTHS = (1, 5, 10, 50)
+
+
 def view_aurocs(loaded, windows: dict, modality: str, score_kind: str) -> dict:
     """Pooled AUROC over the graded views of kappa, windows and kappa / windows (see module docs);
     ``windows``: :func:`window_counts` of every view."""
     from vmfmir_cli.engine.metrics import ranks_from_scores
     from vmfmir_cli.engine.scores import score
-    from vmfmir_cli.evaluation.ambiguity import roc_auc
-    from vmfmir_cli.evaluation.tasks import build_task
+    from vmfmir_cli.evaluation.ambiguity import rank_correlation, roc_auc
+    from vmfmir_cli.evaluation.tasks import build_task, media_key
 
     views = loaded.graded.views[modality]
-    kappas, counts, fractions, hits = [], [], [], []
+    collection = {media_key(it, modality): _collection(it) for it in loaded.items if it.has(modality)}
+    kappas, counts, fractions, ranks, groups = [], [], [], [], []
     for target in [m for m in loaded.embeddings if m != modality]:
         task = build_task(loaded.items, (modality,), target)
         if task.n_queries == 0:
@@ -91,14 +100,41 @@ def view_aurocs(loaded, windows: dict, modality: str, score_kind: str) -> dict:
         cands = loaded.embeddings[target].take(task.candidates)
         for f in sorted(views):
             q = views[f].take(keys)
-            hits.append(ranks_from_scores(score(q, cands, kind=score_kind), task.relevant) <= 1)
+            ranks.append(ranks_from_scores(score(q, cands, kind=score_kind), task.relevant).to(torch.float64))
             kappas.append(q.concentration.to(torch.float64))
             counts.append(torch.tensor([windows[(k, f)] for k in keys], dtype=torch.float64))
             fractions.append(torch.full((len(keys),), float(f), dtype=torch.float64))
-    kappa, count, hit = torch.cat(kappas), torch.cat(counts), torch.cat(hits)
-    return {"n_queries": int(hit.numel()), "hits": int(hit.sum()), "auroc_kappa": roc_auc(kappa, hit),
-            "auroc_fraction": roc_auc(torch.cat(fractions), hit), "auroc_windows": roc_auc(count, hit),
-            "auroc_kappa_per_window": roc_auc(kappa / count, hit)}
+            groups += [collection[k] for k in keys]
+    kappa, count, rank, fraction = torch.cat(kappas), torch.cat(counts), torch.cat(ranks), torch.cat(fractions)
+    hit = rank <= 1
+    full = fraction == 1.0
+    out = {"n_queries": int(hit.numel()), "hits": int(hit.sum()), "auroc_kappa": roc_auc(kappa, hit),
+           "auroc_fraction": roc_auc(fraction, hit), "auroc_windows": roc_auc(count, hit),
+           "auroc_kappa_per_window": roc_auc(kappa / count, hit)}
+    # How deep does kappa's knowledge reach? A hit at depth k is the match within the top k; the
+    # Spearman correlations with -rank use every query (higher: kappa ranks the easy queries first).
+    out["depth"] = {str(k): {"hits": int((rank <= k).sum()), "auroc_kappa": roc_auc(kappa, rank <= k),
+                             "auroc_fraction": roc_auc(fraction, rank <= k)} for k in DEPTHS}
+    out["spearman_kappa_rank"] = rank_correlation(kappa, -rank)
+    out["spearman_fraction_rank"] = rank_correlation(fraction, -rank)
+    out["spearman_kappa_rank_full_views"] = rank_correlation(kappa[full], -rank[full]) if full.any() else None
+    if any(g is not None for g in groups):
+        by = {}
+        for name in sorted({g for g in groups if g is not None}):
+            sel = torch.tensor([g == name for g in groups])
+            by[name] = {"n_queries": int(sel.sum()), "r1": float(hit[sel].double().mean()),
+                        "median_rank": float(rank[sel].median()), "median_kappa": float(kappa[sel].median())}
+        out["by_collection"] = by
+    return out
+
+
+def _collection(item):
+    """The ``collection`` fact of an item's captions (the music21 benchmark states it), else None."""
+    for caption in getattr(item, "captions", None) or ():
+        value = caption.facts.get("collection") if caption.facts else None
+        if value:
+            return str(value)
+    return None
 
 
 def measure(run: str, data: str, split: str = "test", modality: str = "audio", views: bool = False) -> dict:

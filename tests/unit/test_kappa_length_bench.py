@@ -47,6 +47,14 @@ def test_views_pool_like_the_eval_r_auroc(tiny_dataset, tmp_path, make_untrained
     assert result["auroc_kappa"] == pytest.approx(audio["r_auroc"])
     for key in ("auroc_kappa_per_window", "auroc_windows", "auroc_fraction"):
         assert 0.0 <= result[key] <= 1.0
+    depth = result["depth"]
+    assert depth["1"]["hits"] == result["hits"]
+    assert depth["1"]["auroc_kappa"] == pytest.approx(result["auroc_kappa"])
+    assert depth["1"]["auroc_fraction"] == pytest.approx(result["auroc_fraction"])
+    hits = [depth[k]["hits"] for k in ("1", "5", "10", "50")]
+    assert hits == sorted(hits) and hits[-1] <= result["n_queries"]
+    for key in ("spearman_kappa_rank", "spearman_fraction_rank", "spearman_kappa_rank_full_views"):
+        assert -1.0 <= result[key] <= 1.0
 
 
 def test_image_views_of_a_column_window_run(tiny_dataset, tmp_path, one_thread):
@@ -91,3 +99,14 @@ def test_meta_correlations_take_the_numeric_fields_every_item_has():
              for t, extra in ((60, {"only_here": 1}), (90, {}), (120, {}))]
     out = kappa_length.meta_correlations(items, torch.tensor([3.0, 2.0, 1.0]))
     assert out == {"tempo_bpm": pytest.approx(-1.0)}  # constant, boolean, text and partial fields left out
+
+
+def test_collection_is_read_from_the_captions_facts():
+    from types import SimpleNamespace
+
+    from vmfmir_cli.data.captions import Caption
+
+    stated = SimpleNamespace(captions=[Caption("a", 1, {}), Caption("b", 3, {"collection": "essen"})])
+    assert kappa_length._collection(stated) == "essen"
+    assert kappa_length._collection(SimpleNamespace(captions=[Caption("a")])) is None
+    assert kappa_length._collection(SimpleNamespace()) is None
