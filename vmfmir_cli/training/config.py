@@ -121,6 +121,9 @@ class TrainConfig:
     min_lr_ratio: float = 0.01  # final lr = lr * min_lr_ratio
     epochs: int = 15
     batch_size: int = 64  # global batch (split across DDP ranks)
+    # "": uniform random batches; a field name (an item's metadata, else its captions' facts, e.g.
+    # "collection"): each batch drawn from items that share its value, so negatives are alike
+    batch_group: str = ""
     max_steps: int = 0  # stop after this many steps in total (0: no limit)
     # -- run --------------------------------------------------------------------------------------
     seed: int = 0

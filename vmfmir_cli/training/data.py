@@ -278,12 +278,52 @@ def epoch_permutation(num_items: int, seed: int, epoch: int) -> torch.Tensor:
     return torch.randperm(num_items, generator=gen)
 
 
+def group_label(item: Item, field: str) -> str:
+    """``item``'s value of ``field`` for grouped batches: its metadata, else the first of its captions
+    that states the fact; ``""`` where neither does."""
+    value = (item.meta or {}).get(field)
+    if value is None:
+        value = next((c.facts[field] for c in item.captions or () if c.facts and c.facts.get(field) is not None), None)
+    return "" if value is None else str(value)
+
+
+def grouped_permutation(labels: Sequence[str], global_batch: int, seed: int, epoch: int) -> torch.Tensor:
+    """An epoch's order in which each global batch holds items of one label where it can.
+
+    The items are shuffled within their label, the labels laid end to end in a random order, the
+    sequence cut into global batches (a batch that straddles two labels holds both), and the whole
+    batches shuffled, so an epoch does not walk through one label after another; the remainder that
+    fills no batch goes last (the sampler drops it). Deterministic in (labels, seed, epoch), so a
+    resumed run sees the same batches."""
+    gen = torch.Generator().manual_seed(mix_seed(seed, epoch))
+    by_label: dict[str, list[int]] = {}
+    for i, label in enumerate(labels):
+        by_label.setdefault(label, []).append(i)
+    names = sorted(by_label)
+    order = []
+    for j in torch.randperm(len(names), generator=gen).tolist():
+        rows = torch.tensor(by_label[names[j]], dtype=torch.long)
+        order.append(rows[torch.randperm(len(rows), generator=gen)])
+    seq = torch.cat(order) if order else torch.zeros(0, dtype=torch.long)
+    full = len(seq) // global_batch * global_batch
+    batches = seq[:full].view(-1, global_batch)[torch.randperm(full // global_batch, generator=gen)]
+    return torch.cat([batches.reshape(-1), seq[full:]])
+
+
 class EpochBatchSampler(torch.utils.data.Sampler):
     """This rank's rows of global batches ``start, start + 1, ...`` of one epoch."""
 
-    def __init__(self, num_items: int, plan: BatchPlan, seed: int, epoch: int, rank: int = 0, start: int = 0) -> None:
+    def __init__(
+        self, num_items: int, plan: BatchPlan, seed: int, epoch: int, rank: int = 0, start: int = 0,
+        labels: Optional[Sequence[str]] = None,
+    ) -> None:
         self.plan, self.rank, self.start = plan, rank, start
-        self.perm = epoch_permutation(num_items, seed, epoch)
+        if labels is None:
+            self.perm = epoch_permutation(num_items, seed, epoch)
+        else:
+            if len(labels) != num_items:
+                raise ValueError(f"{len(labels)} batch labels for {num_items} items")
+            self.perm = grouped_permutation(labels, plan.global_batch, seed, epoch)
 
     def __len__(self) -> int:
         return max(0, self.plan.steps_per_epoch - self.start)
@@ -346,6 +386,8 @@ __all__ = [
     "chunks",
     "epoch_caption",
     "epoch_permutation",
+    "group_label",
+    "grouped_permutation",
     "fit_inputs",
     "load_training_data",
     "make_loader",

@@ -35,6 +35,7 @@ from vmfmir_cli.training.data import (
     BatchPlan,
     build_datasets,
     fit_inputs,
+    group_label,
     load_training_data,
     mix_seed,
     TrainingData,
@@ -63,6 +64,7 @@ class RunParts:
     train_set: Any
     val_set: Any
     collator: BatchCollator
+    batch_labels: Optional[list[str]] = None  # each train item's batch_group value (None: random batches)
 
 
 def prepare_run(
@@ -97,6 +99,14 @@ def prepare_run(
     elif data.dropped:
         specs = {m: s for m, s in specs.items() if m in data.modalities}
     plan = plan_batches(len(data.train), cfg.batch_size, info.world_size)
+    batch_labels = None
+    if cfg.batch_group:
+        batch_labels = [group_label(it, cfg.batch_group) for it in data.train]
+        if not any(batch_labels):
+            raise ConfigError(
+                f"batch_group {cfg.batch_group!r}: no training item has this field in its metadata or its captions' "
+                "facts; name one it has (e.g. collection for the music21 benchmark) or leave batch_group empty"
+            )
     epochs_total = cfg.epochs * plan.steps_per_epoch
     total_steps = min(epochs_total, cfg.max_steps) if cfg.max_steps else epochs_total
     modalities = list(data.modalities)
@@ -163,6 +173,7 @@ def prepare_run(
         train_set=train_set,
         val_set=val_set,
         collator=collator,
+        batch_labels=batch_labels,
     )
 
 

@@ -165,6 +165,7 @@ class Trainer:
         self.model, self.module, self.ddp, self.gather = parts.model, parts.module, parts.ddp, parts.gather
         self.optimizer, self.trainable = parts.optimizer, parts.trainable
         self.train_set, self.val_set, self.collator = parts.train_set, parts.val_set, parts.collator
+        self.batch_labels = parts.batch_labels
 
     def _run(self) -> Path:
         cfg, info = self.config, self.dist
@@ -223,7 +224,8 @@ class Trainer:
             first_epoch = False
             self.train_set.epoch = self.epoch
             sampler = EpochBatchSampler(
-                len(self.train_set), self.plan, cfg.seed, self.epoch, rank=info.rank, start=self.pos
+                len(self.train_set), self.plan, cfg.seed, self.epoch, rank=info.rank, start=self.pos,
+                labels=self.batch_labels,
             )
             for batch in make_loader(self.train_set, sampler, self.collator, cfg.num_workers):
                 record = self._train_step(batch)
