@@ -45,6 +45,26 @@ def test_the_order_is_fixed_by_seed_and_epoch_and_the_remainder_goes_last():
     assert all(len({labels[i] for i in batch}) <= 2 for batch in a[:12].view(-1, 4).tolist())
 
 
+def test_a_fraction_groups_part_of_each_batch_and_draws_the_rest_at_random():
+    labels = [name for name in "abcdefgh" for _ in range(32)]  # 256 items, 8 labels
+    perm = grouped_permutation(labels, 16, seed=3, epoch=1, fraction=0.25)
+    assert sorted(perm.tolist()) == list(range(256))
+    assert torch.equal(perm, grouped_permutation(labels, 16, seed=3, epoch=1, fraction=0.25))
+    batches = perm.view(-1, 16).tolist()
+    # the first 4 rows of a batch are its grouped part: one label, or two where a label ran out
+    assert all(len({labels[i] for i in batch[:4]}) <= 2 for batch in batches)
+    assert sum(len({labels[i] for i in batch[:4]}) == 1 for batch in batches) >= 10
+    # the other 12 come from a uniform shuffle: they spread over several labels
+    assert sum(len({labels[i] for i in batch[4:]}) for batch in batches) / len(batches) > 4
+    # the largest share of one label in a batch lies between the random and the fully grouped case
+    def top_share(p):
+        return sum(max(sum(labels[i] == x for i in b) for x in "abcdefgh") for b in p.view(-1, 16).tolist()) / 256
+    full, part = top_share(grouped_permutation(labels, 16, 3, 1)), top_share(perm)
+    assert full == 1.0 and 0.3 < part < 0.7
+    with pytest.raises(ValueError, match="fraction 0 is not in"):
+        grouped_permutation(labels, 16, 3, 1, fraction=0)
+
+
 def test_the_sampler_uses_the_labels():
     labels = ["p"] * 12 + ["q"] * 12
     plan = plan_batches(24, 6, 1)
@@ -83,6 +103,14 @@ def test_a_run_trains_with_grouped_batches(families, tmp_path):
     rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
     assert any(r["type"] == "train" for r in rows)
     assert json.loads((run / "config.json").read_text())["train"]["batch_group"] == "family"
+
+
+def test_a_run_trains_with_partly_grouped_batches_and_refuses_a_bad_fraction(families, tmp_path):
+    run = train(_config(families, tmp_path / "runs", batch_group="family", batch_group_fraction=0.5, name="half"))
+    assert json.loads((run / "config.json").read_text())["train"]["batch_group_fraction"] == 0.5
+    with pytest.raises(ConfigError, match="batch_group_fraction"):
+        train(_config(families, tmp_path / "runs", batch_group="family", batch_group_fraction=1.5, name="bad"))
+    assert not (tmp_path / "runs" / "bad").exists()
 
 
 def test_a_field_no_item_has_is_refused_before_any_work(families, tmp_path):

@@ -124,6 +124,9 @@ class TrainConfig:
     # "": uniform random batches; a field name (an item's metadata, else its captions' facts, e.g.
     # "collection"): each batch drawn from items that share its value, so negatives are alike
     batch_group: str = ""
+    # with batch_group: the share of each batch drawn from one group, the rest uniformly at random
+    # (1.0: the whole batch; a smaller share keeps easy negatives beside the alike ones)
+    batch_group_fraction: float = 1.0
     max_steps: int = 0  # stop after this many steps in total (0: no limit)
     # -- run --------------------------------------------------------------------------------------
     seed: int = 0
@@ -443,6 +446,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise bad("mc_samples", "must be at least 2 for mc_bias_correction = 'jackknife'")
     if not (0 <= config.kappa_detach_fraction < 1):
         raise bad("kappa_detach_fraction", "must lie in [0, 1) (the share of steps that train mu only)")
+    if not (0 < config.batch_group_fraction <= 1):
+        raise bad("batch_group_fraction", "must lie in (0, 1] (the share of each batch drawn from one group)")
     if not config.lr > 0:
         raise bad("lr", "must be positive")
     for key in ("inv_temperature",):

@@ -287,27 +287,47 @@ def group_label(item: Item, field: str) -> str:
     return "" if value is None else str(value)
 
 
-def grouped_permutation(labels: Sequence[str], global_batch: int, seed: int, epoch: int) -> torch.Tensor:
-    """An epoch's order in which each global batch holds items of one label where it can.
+def grouped_permutation(
+    labels: Sequence[str], global_batch: int, seed: int, epoch: int, fraction: float = 1.0
+) -> torch.Tensor:
+    """An epoch's order in which ``fraction`` of each global batch holds items of one label where it
+    can, and the rest of the batch is drawn at random.
 
-    The items are shuffled within their label, the labels laid end to end in a random order, the
-    sequence cut into global batches (a batch that straddles two labels holds both), and the whole
-    batches shuffled, so an epoch does not walk through one label after another; the remainder that
-    fills no batch goes last (the sampler drops it). Deterministic in (labels, seed, epoch), so a
-    resumed run sees the same batches."""
+    ``fraction = 1``: the items are shuffled within their label, the labels laid end to end in a
+    random order, the sequence cut into global batches (a batch that straddles two labels holds
+    both), and the whole batches shuffled, so an epoch does not walk through one label after another.
+    ``0 < fraction < 1``: a random ``round(fraction * global_batch)`` items per batch are grouped so,
+    and each batch is filled up with items from a uniform shuffle of the others. Every item comes
+    once per epoch; the remainder that fills no batch goes last (the sampler drops it).
+    Deterministic in (labels, seed, epoch, fraction), so a resumed run sees the same batches."""
+    if not 0.0 < fraction <= 1.0:
+        raise ValueError(f"fraction {fraction} is not in (0, 1]")
     gen = torch.Generator().manual_seed(mix_seed(seed, epoch))
+    n = len(labels)
+    steps = n // global_batch
+    k = max(1, min(global_batch, round(fraction * global_batch)))
+    if k == global_batch:
+        grouped_rows, rest = torch.arange(n), torch.zeros(0, dtype=torch.long)
+    else:
+        pool = torch.randperm(n, generator=gen)
+        grouped_rows, rest = pool[: steps * k], pool[steps * k :]
     by_label: dict[str, list[int]] = {}
-    for i, label in enumerate(labels):
-        by_label.setdefault(label, []).append(i)
+    for i in grouped_rows.tolist():
+        by_label.setdefault(labels[i], []).append(i)
     names = sorted(by_label)
     order = []
     for j in torch.randperm(len(names), generator=gen).tolist():
         rows = torch.tensor(by_label[names[j]], dtype=torch.long)
         order.append(rows[torch.randperm(len(rows), generator=gen)])
     seq = torch.cat(order) if order else torch.zeros(0, dtype=torch.long)
-    full = len(seq) // global_batch * global_batch
-    batches = seq[:full].view(-1, global_batch)[torch.randperm(full // global_batch, generator=gen)]
-    return torch.cat([batches.reshape(-1), seq[full:]])
+    if k == global_batch:
+        full = steps * global_batch
+        batches = seq[:full].view(-1, global_batch)[torch.randperm(steps, generator=gen)]
+        return torch.cat([batches.reshape(-1), seq[full:]])
+    fill = steps * (global_batch - k)
+    batches = torch.cat([seq.view(steps, k), rest[:fill].view(steps, global_batch - k)], dim=1)
+    batches = batches[torch.randperm(steps, generator=gen)]
+    return torch.cat([batches.reshape(-1), rest[fill:]])
 
 
 class EpochBatchSampler(torch.utils.data.Sampler):
@@ -315,7 +335,7 @@ class EpochBatchSampler(torch.utils.data.Sampler):
 
     def __init__(
         self, num_items: int, plan: BatchPlan, seed: int, epoch: int, rank: int = 0, start: int = 0,
-        labels: Optional[Sequence[str]] = None,
+        labels: Optional[Sequence[str]] = None, group_fraction: float = 1.0,
     ) -> None:
         self.plan, self.rank, self.start = plan, rank, start
         if labels is None:
@@ -323,7 +343,7 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         else:
             if len(labels) != num_items:
                 raise ValueError(f"{len(labels)} batch labels for {num_items} items")
-            self.perm = grouped_permutation(labels, plan.global_batch, seed, epoch)
+            self.perm = grouped_permutation(labels, plan.global_batch, seed, epoch, group_fraction)
 
     def __len__(self) -> int:
         return max(0, self.plan.steps_per_epoch - self.start)

@@ -225,7 +225,7 @@ class Trainer:
             self.train_set.epoch = self.epoch
             sampler = EpochBatchSampler(
                 len(self.train_set), self.plan, cfg.seed, self.epoch, rank=info.rank, start=self.pos,
-                labels=self.batch_labels,
+                labels=self.batch_labels, group_fraction=cfg.batch_group_fraction,
             )
             for batch in make_loader(self.train_set, sampler, self.collator, cfg.num_workers):
                 record = self._train_step(batch)
