@@ -111,6 +111,22 @@ def test_examples_load(tmp_path):
         assert cfg.augment and aug.modalities == ("image",) and aug.shift == 0.0 and aug.scale == 0.0
 
 
+def test_proposed_example_names_every_key_with_its_default_where_it_keeps_it():
+    import dataclasses
+    import tomllib
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "examples" / "proposed.toml"
+    written = tomllib.loads(path.read_text())
+    fields = [f.name for f in dataclasses.fields(TrainConfig)]
+    assert [k for k in fields if k not in written] == []  # the README says this file documents every key
+    # the keys it writes with a default's value write that value exactly (no rounded copy)
+    default = TrainConfig()
+    for key in ("logit_scale_init", "betas", "momentum", "batch_group", "batch_group_fraction", "max_steps",
+                "deterministic", "name", "captions"):
+        assert getattr(load_config(path), key) == getattr(default, key), key
+
+
 def test_latest_pointer_symlink_and_text_file(tmp_path):
     runs = tmp_path / "runs"
     (runs / "a").mkdir(parents=True)
