@@ -21,9 +21,10 @@ per run:
   exactly and nothing else would give), of the number of windows, and of kappa / windows (the
   evidence per window: the kappa of the normalised geometric mean of the windows' vMFs, i.e. their
   natural parameters averaged instead of added; the mean direction and so every rank stay the
-  same); and how deep kappa's knowledge reaches: ``depth`` (the AUROC of kappa and of the view
-  fraction for a match within the top 1 / 5 / 10 / 50), ``spearman_kappa_rank`` and
-  ``spearman_fraction_rank`` (Spearman with -rank over every view query),
+  same), and of kappa * windows^-alpha for alpha in 0 / 0.25 / 0.5 / 0.75 / 1 (``auroc_kappa_tempered``:
+  a product of experts that counts correlated windows as less than independent evidence); and
+  how deep kappa's knowledge reaches: ``depth`` (the AUROC of kappa and of the view fraction for
+  a match within the top 1 / 5 / 10 / 50), ``spearman_kappa_rank`` and ``spearman_fraction_rank`` (Spearman with -rank over every view query),
   ``spearman_kappa_rank_full_views`` (the same among the whole items only: what kappa knows beyond
   the view), and ``by_collection`` (hit rate, median rank and median kappa per ``collection`` fact
   of the captions, where the dataset states one). A diagnostic on the split it reads, not a
@@ -79,6 +80,7 @@ def meta_correlations(items, kappa: torch.Tensor) -> dict:
 
 
 DEPTHS = (1, 5, 10, 50)
+TEMPERS = (0.0, 0.25, 0.5, 0.75, 1.0)  # 0: the product of experts; 1: kappa / windows
 
 
 def view_aurocs(loaded, windows: dict, modality: str, score_kind: str) -> dict:
@@ -111,6 +113,11 @@ def view_aurocs(loaded, windows: dict, modality: str, score_kind: str) -> dict:
     out = {"n_queries": int(hit.numel()), "hits": int(hit.sum()), "auroc_kappa": roc_auc(kappa, hit),
            "auroc_fraction": roc_auc(fraction, hit), "auroc_windows": roc_auc(count, hit),
            "auroc_kappa_per_window": roc_auc(kappa / count, hit)}
+    # Between the product of experts (alpha = 0) and the mean of the windows' natural parameters
+    # (alpha = 1): kappa * windows^-alpha keeps every rank of these queries (the query's kappa
+    # scales every candidate's score alike) and tempers how much a slow performance's extra
+    # windows count as evidence.
+    out["auroc_kappa_tempered"] = {str(a): roc_auc(kappa * count.pow(-a), hit) for a in TEMPERS}
     # How deep does kappa's knowledge reach? A hit at depth k is the match within the top k; the
     # Spearman correlations with -rank use every query (higher: kappa ranks the easy queries first).
     out["depth"] = {str(k): {"hits": int((rank <= k).sum()), "auroc_kappa": roc_auc(kappa, rank <= k),

@@ -47,6 +47,10 @@ def test_views_pool_like_the_eval_r_auroc(tiny_dataset, tmp_path, make_untrained
     assert result["auroc_kappa"] == pytest.approx(audio["r_auroc"])
     for key in ("auroc_kappa_per_window", "auroc_windows", "auroc_fraction"):
         assert 0.0 <= result[key] <= 1.0
+    tempered = result["auroc_kappa_tempered"]
+    assert tempered["0.0"] == pytest.approx(result["auroc_kappa"])
+    assert tempered["1.0"] == pytest.approx(result["auroc_kappa_per_window"])
+    assert all(0.0 <= v <= 1.0 for v in tempered.values())
     depth = result["depth"]
     assert depth["1"]["hits"] == result["hits"]
     assert depth["1"]["auroc_kappa"] == pytest.approx(result["auroc_kappa"])
