@@ -21,10 +21,11 @@ per run:
   exactly and nothing else would give), of the number of windows, and of kappa / windows (the
   evidence per window: the kappa of the normalised geometric mean of the windows' vMFs, i.e. their
   natural parameters averaged instead of added; the mean direction and so every rank stay the
-  same), and of kappa * windows^-alpha for alpha in 0 / 0.25 / 0.5 / 0.75 / 1 (``auroc_kappa_tempered``:
-  a product of experts that counts correlated windows as less than independent evidence); and
-  how deep kappa's knowledge reaches: ``depth`` (the AUROC of kappa and of the view fraction for
-  a match within the top 1 / 5 / 10 / 50), ``spearman_kappa_rank`` and ``spearman_fraction_rank`` (Spearman with -rank over every view query),
+  same), and of kappa * windows^-alpha for alpha in 0 / 0.25 / 0.5 / 0.75 / 1
+  (``auroc_kappa_tempered``: a product of experts that counts correlated windows as less than
+  independent evidence); and how deep kappa's knowledge reaches: ``depth`` (the AUROC of kappa and
+  of the view fraction for a match within the top 1 / 5 / 10 / 50), ``spearman_kappa_rank`` and
+  ``spearman_fraction_rank`` (Spearman with -rank over every view query),
   ``spearman_kappa_rank_full_views`` (the same among the whole items only: what kappa knows beyond
   the view), and ``by_collection`` (hit rate, median rank and median kappa per ``collection`` fact
   of the captions, where the dataset states one). A diagnostic on the split it reads, not a
