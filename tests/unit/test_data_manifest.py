@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 from pathlib import Path
 
@@ -55,7 +56,10 @@ def _items(tmp_path: Path) -> list[Item]:
 
 def test_write_and_read_roundtrip(tmp_path):
     items = _items(tmp_path)
-    info = write_dataset(tmp_path, items, name="demo", sample_rate=22050, source="test", options={"x": 1})
+    info = write_dataset(
+        tmp_path, items, name="demo", sample_rate=22050, source="test", options={"x": 1},
+        packages=("pillow", "no-such-distribution-vmfmir"),
+    )
     assert info["counts"]["train"]["items"] == 2 and info["counts"]["test"]["groups"] == 1
     assert info["counts"]["total"]["audio"] == 1
     rows = [json.loads(line) for line in (tmp_path / "manifest.jsonl").read_text().splitlines()]
@@ -68,6 +72,10 @@ def test_write_and_read_roundtrip(tmp_path):
     info2 = read_dataset_info(tmp_path)
     assert info2["sample_rate"] == 22050 and info2["name"] == "demo" and info2["options"] == {"x": 1}
     assert "vmfmir_version" in info2
+    # the versions the media were made with: the core packages plus the recipe's, once each
+    packages = info2["environment"]["packages"]
+    assert packages["numpy"] == importlib.metadata.version("numpy") and packages["no-such-distribution-vmfmir"] is None
+    assert list(packages).count("pillow") == 1 and packages["pillow"] == importlib.metadata.version("pillow")
     assert [it.id for it in split_items(back, "train")] == ["a", "b"]
     assert count_items(back)["val"]["items"] == 0
 

@@ -3,8 +3,10 @@ partial items, errors before any work, NaN handling, in-process resume equality.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import math
+import platform
 import shutil
 
 import pytest
@@ -101,6 +103,9 @@ def test_each_loss_decreases_the_training_loss(syn, tmp_path, loss):
     }
     assert config["model"]["encoders"]["text"]["config"]["tokenizer"]  # fitted on the train texts
     assert config["hash"].startswith("sha256:") and config["vmfmir_version"]
+    # what it was trained with: the versions of the installed packages, not of a fixed list
+    assert config["environment"]["packages"]["torch"] == importlib.metadata.version("torch")
+    assert config["environment"]["python"] == platform.python_version()
     assert config["score"] == ("cosine" if loss == "infonce" else "expected_cosine")
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["type"] == "train"] == list(range(1, 9))

@@ -228,9 +228,14 @@ def write_dataset(
     source: str,
     options: Mapping[str, Any],
     extra: Mapping[str, Any] | None = None,
+    packages: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Write ``manifest.jsonl`` and ``dataset.json`` atomically; returns the dataset info."""
+    """Write ``manifest.jsonl`` and ``dataset.json`` atomically; returns the dataset info.
+
+    ``dataset.json`` records the ``environment`` (:func:`vmfmir_cli.provenance.environment`): the
+    core packages plus ``packages``, those that made the media (e.g. the renderers of a recipe)."""
     from vmfmir_cli._version import __version__
+    from vmfmir_cli.provenance import environment
 
     data_dir = Path(data_dir)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -249,6 +254,7 @@ def write_dataset(
         "sample_rate": int(sample_rate),
         "counts": {**counts, "total": totals},
         "options": dict(options),
+        "environment": environment(packages),
     }
     if extra:
         info.update(extra)

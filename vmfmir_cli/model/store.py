@@ -4,7 +4,8 @@ Files of a run directory written by :func:`save_model`::
 
     model.safetensors   every encoder's ``state_dict_for_saving()`` (prefixed ``encoders.<modality>.``)
                         and every head (``heads.<modality>.``); no pickle
-    config.json         {"model": MultimodalModel.config(), "vmfmir_version", "hash": "sha256:<hex of
+    config.json         {"model": MultimodalModel.config(), "vmfmir_version", "environment" (the
+                        versions it was trained with, :mod:`vmfmir_cli.provenance`), "hash": "sha256:<hex of
                         model.safetensors>", **extra, "config_hash": "sha256:<hex of the rest of
                         config.json as canonical JSON>"}
 
@@ -28,6 +29,7 @@ import torch
 
 from vmfmir_cli._version import __version__
 from vmfmir_cli.errors import CheckpointError, ConfigError, PluginError
+from vmfmir_cli.provenance import environment
 from vmfmir_cli.model.multimodal import MultimodalModel
 from vmfmir_cli.utils_io import write_bytes, write_json
 
@@ -73,7 +75,8 @@ def save_model(model: MultimodalModel, run_dir: str | Path, extra: Optional[Mapp
     """Write ``run_dir/model.safetensors`` then ``run_dir/config.json`` (both atomically); return the config."""
     run_dir = Path(run_dir)
     data = _to_bytes(model.state_dict_for_saving())
-    config = {"model": model.config(), "vmfmir_version": __version__, "hash": sha256_hex(data)}
+    config = {"model": model.config(), "vmfmir_version": __version__, "environment": environment(),
+              "hash": sha256_hex(data)}
     for key, value in (extra or {}).items():
         if key in config:
             raise ConfigError(f"save_model: extra key {key!r} would overwrite a reserved config key")

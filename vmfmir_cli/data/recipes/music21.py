@@ -47,6 +47,8 @@ from vmfmir_cli.utils_io import write_bytes, write_json
 RECIPE_VERSION = 1
 STATE_DIR = Path(".state") / "music21"
 DATASET_NAME = "music21-benchmark"
+#: the distributions that make this recipe's media; dataset.json records their versions
+RENDER_PACKAGES = ("music21", "verovio", "resvg-py", "midirenderer", "pretty-midi")
 SKIP_REASONS = ("parse", "too_short", "engrave", "synth", "error", "crash")
 
 ProgressFn = Callable[[int, int], None]
@@ -506,6 +508,7 @@ def build_music21_benchmark(opts: Music21Options, on_progress: ProgressFn | None
             "collections": collections,
             "build_seconds": round(seconds, 2),
         },
+        packages=RENDER_PACKAGES,
     )
     examples = [{"id": it.id, "text": it.text or ""} for it in items[: min(3, len(items))]]
     return PrepareSummary(
@@ -522,4 +525,4 @@ def build_music21_benchmark(opts: Music21Options, on_progress: ProgressFn | None
     )
 
 
-__all__ = ["Music21Options", "PrepareSummary", "build_music21_benchmark", "process_piece"]
+__all__ = ["Music21Options", "RENDER_PACKAGES", "PrepareSummary", "build_music21_benchmark", "process_piece"]
