@@ -1,11 +1,13 @@
 """What software made a file: the versions a dataset or a run was written with.
 
-Two runs of the same config and seed on the same data reproduce each other only where the packages
-that render the media and do the arithmetic are the same versions (measured: the music21 benchmark's
-proposed run, seed 0, moved its audio R-AUROC by 0.1 between two virtual environments installed a
-day apart, README). So ``dataset.json`` and a run's ``config.json`` record an ``environment``:
-Python, the platform and the versions of the packages that matter, read from the installed
-distributions' metadata (nothing is imported for it). A package that is not installed is ``null``.
+Two runs of the same code, config and seed on the same data reproduce each other bit for bit on one
+machine, but not across environments (measured: the music21 benchmark's proposed run, seed 0, moved
+its audio R-AUROC from 0.645 to 0.547 on a fresh machine and virtual environment, with the code of
+the first run, README). Package versions and the CPU's vector instructions both change the
+arithmetic or the rendered media, so ``dataset.json`` and a run's ``config.json`` record an
+``environment``: Python, the platform, the versions of the packages that matter, read from the
+installed distributions' metadata (nothing is imported for it; a package that is not installed is
+``null``), and, where torch is already loaded, the CPU capability its kernels dispatch to.
 """
 
 from __future__ import annotations
@@ -28,14 +30,19 @@ def package_version(name: str) -> Optional[str]:
 
 
 def environment(packages: Iterable[str] = ()) -> dict:
-    """``{"python", "platform", "packages": {name: version or None}}`` for :data:`CORE_PACKAGES`
-    plus ``packages`` (in that order, each once)."""
+    """``{"python", "platform", "packages": {name: version or None}, "cpu_capability"}`` for
+    :data:`CORE_PACKAGES` plus ``packages`` (in that order, each once); ``cpu_capability`` only
+    where torch is imported already."""
     names = list(dict.fromkeys([*CORE_PACKAGES, *packages]))
-    return {
+    env = {
         "python": platform.python_version(),
         "platform": f"{sys.platform}-{platform.machine()}",
         "packages": {name: package_version(name) for name in names},
     }
+    torch = sys.modules.get("torch")
+    if torch is not None:  # e.g. AVX2 or AVX512: the float results of CPU kernels depend on it
+        env["cpu_capability"] = str(torch.backends.cpu.get_cpu_capability())
+    return env
 
 
 __all__ = ["CORE_PACKAGES", "environment", "package_version"]
