@@ -286,14 +286,15 @@ def test_ctrl_c_interrupts_the_running_commands_and_waits_for_the_workers():
     import threading
 
     release, finished = threading.Event(), []
+    patience = 120  # seconds; release comes at once, the margin is for a loaded CI machine
 
     def blocked():
-        assert release.wait(10)  # a running command, until on_interrupt stops it
+        assert release.wait(patience)  # a running command, until on_interrupt stops it
         finished.append("blocked")
 
     def ctrl_c():
         _thread.interrupt_main()
-        assert release.wait(10)
+        assert release.wait(patience)
 
     tasks = [parallel.Task("g", blocked), parallel.Task("g", ctrl_c), parallel.Task("g", lambda: finished.append("x"))]
     with pytest.raises(KeyboardInterrupt):
