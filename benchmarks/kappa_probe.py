@@ -1,0 +1,170 @@
+"""How much does a query's own vMF know about its retrieval success? A ceiling for kappa.
+
+    python benchmarks/kappa_probe.py RUN [RUN ...] --data DATA [--modality audio] [--threads 2]
+
+The eval's R-AUROC asks kappa, a number computed from the query alone, to rank the queries whose
+match comes first above the others. For the eval's pooled graded queries of one modality (its 25 /
+50 / 100% views against every other modality, as ``vmfmir eval`` pools them) this scores, with the
+same AUROC for a rank-1 hit on the test split:
+
+* ``kappa``: the eval's R-AUROC;
+* ``fraction``: the view fraction (knows the benchmark's known ambiguity exactly, nothing else);
+* ``probe_kappa_fraction``: a ridge regression of -log(rank) on (log kappa, fraction);
+* ``probe_mu``: the same on (mu, log kappa, fraction), i.e. on everything the query's vMF holds: if
+  some linear read-out of the embedding knows which queries succeed, this finds it;
+* ``margin``: the top-1 minus the top-2 score of the query against the candidates. It uses the
+  gallery, which kappa cannot see: a reference for how predictable a hit is at all.
+
+The probes are fitted on the val split (ridge strength by 5-fold cross-validation over the val
+queries, folds by the query's media so that its views and targets stay together) and scored on the
+test split, so nothing is tuned on what it is scored on. Prints one JSON object per run; with
+``--out FILE`` also appends it there. A diagnostic, not a recipe.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+import torch  # noqa: E402
+
+#: ridge strengths tried by the cross-validation (on standardised features)
+ALPHAS = (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0)
+FOLDS = 5
+
+
+def pooled_queries(loaded, modality: str, score_kind: str) -> dict:
+    """Every graded query of ``modality`` against every other modality: its mu, kappa, view
+    fraction, media (for the folds), rank of the match and score margin."""
+    from vmfmir_cli.engine.metrics import ranks_from_scores
+    from vmfmir_cli.engine.scores import score
+    from vmfmir_cli.evaluation.tasks import build_task
+
+    views = loaded.graded.views[modality]
+    out: dict[str, list] = {"mu": [], "kappa": [], "fraction": [], "rank": [], "margin": [], "media": []}
+    media_ids: dict[str, int] = {}
+    for target in [m for m in loaded.embeddings if m != modality]:
+        task = build_task(loaded.items, (modality,), target)
+        if task.n_queries == 0:
+            continue
+        keys = [q[0] for q in task.queries]
+        cands = loaded.embeddings[target].take(task.candidates)
+        media = torch.tensor([media_ids.setdefault(k, len(media_ids)) for k in keys], dtype=torch.long)
+        for f in sorted(views):
+            q = views[f].take(keys)
+            s = score(q, cands, kind=score_kind)
+            top = s.topk(2, dim=1).values
+            out["rank"].append(ranks_from_scores(s, task.relevant).to(torch.float64))
+            out["margin"].append((top[:, 0] - top[:, 1]).to(torch.float64))
+            out["mu"].append(q.loc.to(torch.float64))
+            out["kappa"].append(q.concentration.to(torch.float64))
+            out["fraction"].append(torch.full((len(keys),), float(f), dtype=torch.float64))
+            out["media"].append(media)
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def features(q: dict, with_mu: bool) -> torch.Tensor:
+    cols = [q["kappa"].log().unsqueeze(1), q["fraction"].unsqueeze(1)]
+    if with_mu:
+        cols.insert(0, q["mu"])
+    return torch.cat(cols, dim=1)
+
+
+class Ridge:
+    """Ridge regression on standardised features (the intercept is not penalised)."""
+
+    def __init__(self, alpha: float) -> None:
+        self.alpha = alpha
+
+    def fit(self, x: torch.Tensor, y: torch.Tensor) -> "Ridge":
+        self.mean, self.std = x.mean(0), x.std(0).clamp_min(1e-12)
+        z = (x - self.mean) / self.std
+        self.y0 = y.mean()
+        a = z.T @ z + self.alpha * torch.eye(z.shape[1], dtype=z.dtype)
+        self.w = torch.linalg.solve(a, z.T @ (y - self.y0))
+        return self
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        return ((x - self.mean) / self.std) @ self.w + self.y0
+
+
+def choose_alpha(x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, seed: int = 0) -> float:
+    """The ridge strength of :data:`ALPHAS` with the least cross-validated squared error, folds by
+    ``groups``."""
+    ids = groups.unique()
+    perm = ids[torch.randperm(len(ids), generator=torch.Generator().manual_seed(seed))]
+    fold_of = torch.empty(int(groups.max()) + 1, dtype=torch.long)
+    fold_of[perm] = torch.arange(len(perm)) % FOLDS
+    fold = fold_of[groups]
+    best, best_err = ALPHAS[0], math.inf
+    for alpha in ALPHAS:
+        err = 0.0
+        for k in range(FOLDS):
+            held = fold == k
+            model = Ridge(alpha).fit(x[~held], y[~held])
+            err += float(((model.predict(x[held]) - y[held]) ** 2).sum())
+        if err < best_err:
+            best, best_err = alpha, err
+    return best
+
+
+def measure(run: str, data: str, modality: str = "audio", fit_split: str = "val", score_split: str = "test") -> dict:
+    from vmfmir_cli.evaluation.ambiguity import roc_auc
+    from vmfmir_cli.evaluation.evaluate import EvalOptions, default_score, load_and_encode
+
+    splits = {}
+    for split in dict.fromkeys((fit_split, score_split)):
+        loaded = load_and_encode(EvalOptions(run=run, data=data, split=split, ambiguity=True))
+        if modality not in loaded.graded.views:
+            raise SystemExit(f"{run} has no graded {modality} views (it has: {', '.join(loaded.graded.views)})")
+        splits[split] = pooled_queries(loaded, modality, default_score(loaded.loss))
+    val, test = splits[fit_split], splits[score_split]
+    hit = test["rank"] <= 1
+    result = {
+        "run": run, "modality": modality, "fit_split": fit_split, "score_split": score_split,
+        "n_queries": {s: int(q["rank"].numel()) for s, q in splits.items()},
+        "hits": {s: int((q["rank"] <= 1).sum()) for s, q in splits.items()},
+        "auroc": {"kappa": roc_auc(test["kappa"], hit), "fraction": roc_auc(test["fraction"], hit)},
+        "alpha": {},
+    }
+    for name, with_mu in (("probe_kappa_fraction", False), ("probe_mu", True)):
+        x_val, x_test = features(val, with_mu), features(test, with_mu)
+        y_val = -val["rank"].log()
+        alpha = choose_alpha(x_val, y_val, val["media"])
+        pred = Ridge(alpha).fit(x_val, y_val).predict(x_test)
+        result["auroc"][name] = roc_auc(pred, hit)
+        result["alpha"][name] = alpha
+    result["auroc"]["margin"] = roc_auc(test["margin"], hit)
+    return result
+
+
+def main(argv=None) -> list:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="run folders")
+    parser.add_argument("--data", required=True, help="the prepared dataset the runs were trained on")
+    parser.add_argument("--modality", default="audio", choices=("audio", "image"))
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--out", type=Path, help="also append each JSON line to this file")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    out = []
+    for run in args.runs:
+        result = measure(run, args.data, args.modality)
+        line = json.dumps(result)
+        print(line, flush=True)
+        if args.out:
+            with args.out.open("a", encoding="utf-8") as fh:
+                fh.write(line + "\n")
+        out.append(result)
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,37 @@
+"""benchmarks/kappa_probe.py: the ridge probe, its cross-validation, and the eval's pooling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from benchmarks import kappa_probe
+
+
+def test_ridge_recovers_a_linear_signal_and_shrinks_noise():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(600, 10, generator=gen, dtype=torch.float64) * 3 + 1
+    w = torch.randn(10, generator=gen, dtype=torch.float64)
+    groups = torch.arange(600) // 3  # three rows per "media", like the views of one query
+    y = x @ w + 0.01 * torch.randn(600, generator=gen, dtype=torch.float64)
+    alpha = kappa_probe.choose_alpha(x, y, groups)
+    assert alpha <= 1.0
+    pred = kappa_probe.Ridge(alpha).fit(x[:400], y[:400]).predict(x[400:])
+    assert torch.corrcoef(torch.stack([pred, y[400:]]))[0, 1] > 0.999
+    noise = torch.randn(600, generator=gen, dtype=torch.float64)
+    assert kappa_probe.choose_alpha(x, noise, groups) >= 100.0  # nothing to learn: shrink
+
+
+def test_kappa_and_queries_pool_like_the_eval(tiny_dataset, tmp_path, make_untrained_run, one_thread):
+    from vmfmir_cli.evaluation.evaluate import EvalOptions, evaluate_loaded, load_and_encode
+
+    run = make_untrained_run(tmp_path / "run", tiny_dataset)
+    result = kappa_probe.measure(str(run), str(tiny_dataset), fit_split="all", score_split="all")
+    options = EvalOptions(run=str(run), data=str(tiny_dataset), split="all", ambiguity=True)
+    audio = evaluate_loaded(load_and_encode(options), options, score="expected_cosine").to_json()["ambiguity"]["audio"]
+    assert result["n_queries"]["all"] == sum(row["n_queries"] for row in audio["views"])
+    assert result["hits"]["all"] == round(sum(row["r1"] * row["n_queries"] for row in audio["views"]))
+    assert result["auroc"]["kappa"] == pytest.approx(audio["r_auroc"])
+    for key in ("fraction", "probe_kappa_fraction", "probe_mu", "margin"):
+        assert 0.0 <= result["auroc"][key] <= 1.0
+    assert set(result["alpha"].values()) <= set(kappa_probe.ALPHAS)
