@@ -70,6 +70,7 @@ def headline(doc: dict) -> dict[str, Any]:
     for m in ("text", "audio", "image"):
         row[f"{m}_r_auroc"] = (amb.get(m) or {}).get("r_auroc")
         row[f"{m}_r_auroc_ci95"] = (amb.get(m) or {}).get("r_auroc_ci95")
+        row[f"{m}_r_auroc_level"] = (amb.get(m) or {}).get("r_auroc_level")  # knowing the level exactly
     for m in ("audio", "image"):
         sec = amb.get(m) or {}
         row[f"{m}_spearman_view"] = sec.get("spearman_kappa_level")

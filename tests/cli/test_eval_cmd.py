@@ -195,6 +195,8 @@ def test_ambiguity_section_on_a_captioned_benchmark(tiny_dataset, make_untrained
     assert text["levels"][0]["n_compatible_median"] == n_items
     assert text["levels"][0]["n_compatible_median"] > text["levels"][1]["n_compatible_median"] >= text["levels"][3]["n_compatible_median"]
     assert isinstance(text["spearman_kappa_compatible"], float)
+    assert all(0.0 <= amb[m]["r_auroc_level"] <= 1.0 for m in ("text", "audio", "image"))
+    assert "level AUROC" in res.output and "Rejecting the least confident queries" in res.output
     assert [r["level"] for r in amb["fusion"]["levels"]] == [0, 1, 2, 3]
     assert {"product_of_experts", "mean_direction", "image_only"} <= set(amb["fusion"]["levels"][0])
     res = invoke("--run", str(run), "--data", str(tiny_dataset), "--no-ambiguity", "--json", "-", "-q")

@@ -97,6 +97,7 @@ def test_kappa_equal_to_the_level_gives_the_hand_computed_values():
     # kappa, so kappa separates hits from misses perfectly
     assert [r["r1"] for r in text["levels"]] == [0.0, 0.0, 0.0, 1.0]
     assert text["r_auroc"] == pytest.approx(1.0)
+    assert text["r_auroc_level"] == pytest.approx(1.0)  # the level alone separates them too
     curve = text["reject_curve"]
     n = 4 * N * 2  # 16 captions x 2 targets
     assert curve[0] == {"reject": 0.0, "n_kept": n, "r1": 0.25}
@@ -109,6 +110,7 @@ def test_kappa_equal_to_the_level_gives_the_hand_computed_values():
         assert [r["r1"] for r in sec["views"]] == [0.0, 1.0, 1.0]
         # hits: f = 0.5 (kappa 5) and f = 1 (kappa 10); misses: f = 0.25 (kappa 2.5)
         assert sec["r_auroc"] == pytest.approx(1.0) and sec["r_auroc_ci95"] == pytest.approx([1.0, 1.0])
+        assert sec["r_auroc_level"] == pytest.approx(1.0)
     fusion = rep["fusion"]["levels"]
     assert [r["level"] for r in fusion] == [0, 1, 2, 3]
     assert fusion[3]["product_of_experts"]["r1"] == 1.0 and fusion[3]["image_only"]["r1"] == 1.0
@@ -132,9 +134,12 @@ def test_deterministic_runs_get_no_kappa_numbers():
     items = _items()
     full, graded = _graded(items, constant=False)
     rep = ambiguity_report(items, full, graded, "cosine", use_kappa=False)
+    with_kappa = ambiguity_report(items, full, graded, "cosine")
     assert rep["kappa_used"] is False
     for m in ("text", "audio", "image"):
         assert rep[m]["spearman_kappa_level"] is None and rep[m]["r_auroc"] is None
+        # the level's own R-AUROC needs no kappa: the same ranks give the same number
+        assert rep[m]["r_auroc_level"] == pytest.approx(1.0) == with_kappa[m]["r_auroc_level"]
         assert "mrr" in (rep[m].get("levels") or rep[m]["views"])[0]
         assert "kappa_mean" not in (rep[m].get("levels") or rep[m]["views"])[0]
     assert rep["fusion"]["levels"]

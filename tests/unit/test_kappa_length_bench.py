@@ -45,6 +45,7 @@ def test_views_pool_like_the_eval_r_auroc(tiny_dataset, tmp_path, make_untrained
     assert result["hits"] == round(sum(row["r1"] * row["n_queries"] for row in audio["views"]))
     assert 0 < result["hits"] < result["n_queries"]
     assert result["auroc_kappa"] == pytest.approx(audio["r_auroc"])
+    assert result["auroc_fraction"] == pytest.approx(audio["r_auroc_level"])  # the eval's view oracle
     for key in ("auroc_kappa_per_window", "auroc_windows", "auroc_fraction"):
         assert 0.0 <= result[key] <= 1.0
     tempered = result["auroc_kappa_tempered"]

@@ -32,6 +32,7 @@ def test_kappa_and_queries_pool_like_the_eval(tiny_dataset, tmp_path, make_untra
     assert result["n_queries"]["all"] == sum(row["n_queries"] for row in audio["views"])
     assert result["hits"]["all"] == round(sum(row["r1"] * row["n_queries"] for row in audio["views"]))
     assert result["auroc"]["kappa"] == pytest.approx(audio["r_auroc"])
+    assert result["auroc"]["fraction"] == pytest.approx(audio["r_auroc_level"])
     for key in ("fraction", "probe_kappa_fraction", "probe_mu", "margin"):
         assert 0.0 <= result["auroc"][key] <= 1.0
     assert set(result["alpha"].values()) <= set(kappa_probe.ALPHAS)

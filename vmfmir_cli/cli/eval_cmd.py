@@ -68,7 +68,7 @@ def register(app: typer.Typer) -> None:
 
         The uncertainty section shows, per query modality, R@1 by kappa decile and the Spearman correlation between kappa and reciprocal rank: if kappa is a real uncertainty, low-kappa queries are retrieved worse.
 
-        The ambiguity section (JSON key "ambiguity") uses queries whose ambiguity is known: views keeping the first 25/50/100% of each audio / score image, and every caption of an item (level 3 = full description, 2 = facts, 1 = vague, 0 = says nothing; only its own item is correct). Per query modality: "levels" / "views" (n_queries, mrr, r1, kappa_mean, kappa_median, r_auroc within the level; n_compatible = items a caption fits), "spearman_kappa_level" (kappa vs level / fraction), "spearman_kappa_compatible" (text: kappa vs -log n_compatible), "crop_kappa_drop" (share of items whose 25% view has a lower kappa than the full one; 0.5 = chance), "r_auroc" (AUROC of kappa for rank 1; 0.5 = uninformative) and "r_auroc_ci95" (its 95% interval, a bootstrap over the queries' items), "reject_curve" (R@1 after rejecting the 0..90% lowest-kappa queries). "fusion": image+text->audio by caption level, product of experts vs the mean of the two directions vs the image alone. Deterministic (infonce) runs get null for every number that needs kappa.
+        The ambiguity section (JSON key "ambiguity") uses queries whose ambiguity is known: views keeping the first 25/50/100% of each audio / score image, and every caption of an item (level 3 = full description, 2 = facts, 1 = vague, 0 = says nothing; only its own item is correct). Per query modality: "levels" / "views" (n_queries, mrr, r1, kappa_mean, kappa_median, r_auroc within the level; n_compatible = items a caption fits), "spearman_kappa_level" (kappa vs level / fraction), "spearman_kappa_compatible" (text: kappa vs -log n_compatible), "crop_kappa_drop" (share of items whose 25% view has a lower kappa than the full one; 0.5 = chance), "r_auroc" (AUROC of kappa for rank 1; 0.5 = uninformative) and "r_auroc_ci95" (its 95% interval, a bootstrap over the queries' items), "r_auroc_level" ("level AUROC": the same AUROC of the caption level / view fraction itself: what knowing the known ambiguity exactly and nothing else scores; also for deterministic runs), "reject_curve" (R@1 after rejecting the 0..90% lowest-kappa queries). "fusion": image+text->audio by caption level, product of experts vs the mean of the two directions vs the image alone. Deterministic (infonce) runs get null for every number that needs kappa.
         """
         with user_errors():
             from vmfmir_cli.errors import ConfigError
@@ -385,36 +385,46 @@ def _print_ambiguity(amb: dict) -> None:
             )
     out.print(table)
     checks = Table(
-        title="Is kappa the known ambiguity? (uninformative kappa: Spearman 0, crop drop 0.5, R-AUROC 0.5, flat R@1)",
+        title="Is kappa the known ambiguity? (uninformative kappa: Spearman 0, crop drop 0.5, R-AUROC 0.5)",
         title_justify="left",
         caption=(
-            "Spearman(level): kappa vs caption level / view fraction; Spearman(fit): kappa vs -log(items a caption "
-            "fits); crop drop: share of items whose 25% view has a lower kappa than the full one; R-AUROC: kappa "
-            "as a predictor of rank 1 [95% interval, bootstrap over items]; R@1 after rejecting the 0/50/90% least "
-            "confident queries; at bounds: share of the split's media whose kappa is within 5% of the head's bounds"
+            "rho level: Spearman(kappa, caption level / view fraction); rho fit: Spearman(kappa, -log(items a caption "
+            "fits)); crop drop: share of items whose 25% view has a lower kappa than the full one; R-AUROC: kappa "
+            "as a predictor of rank 1 [95% interval, bootstrap over items]; level AUROC: the caption level / view "
+            "fraction itself as that predictor (what knowing the known ambiguity exactly scores); at bounds: share "
+            "of the split's media whose kappa is within 5% of the head's bounds"
         ),
         caption_justify="left",
     )
-    for col in ("query", "Spearman(level)", "Spearman(fit)", "crop drop", "R-AUROC", "R@1 0%", "R@1 50%", "R@1 90%",
-                "at bounds"):
-        checks.add_column(col, justify="left" if col == "query" else "right")
+    for col in ("query", "rho level", "rho fit", "crop drop", "R-AUROC", "level AUROC", "at bounds"):
+        checks.add_column(col, justify="left" if col == "query" else "right", no_wrap=col == "R-AUROC")
+    reject = Table(
+        title="Rejecting the least confident queries (lowest kappa): R@1 of the rest (flat: kappa does not help)",
+        title_justify="left",
+    )
+    for col in ("query", "none rejected", "50% rejected", "90% rejected"):
+        reject.add_column(col, justify="left" if col == "query" else "right")
     for modality in ("text", "audio", "image"):
         section = amb.get(modality)
         if not section:
             continue
-        curve = {round(p["reject"], 2): p["r1"] for p in (section.get("reject_curve") or [])}
         checks.add_row(
             modality,
             _num(section.get("spearman_kappa_level"), "{:+.3f}"),
             _num(section.get("spearman_kappa_compatible"), "{:+.3f}") if modality == "text" else "",
             _num(section.get("crop_kappa_drop")) if modality != "text" else "",
             _auroc(section),
-            *(_num(curve.get(p), "{:.1%}") for p in (0.0, 0.5, 0.9)),
+            _num(section.get("r_auroc_level")),
             _num((amb.get("kappa_at_bounds") or {}).get(modality), "{:.1%}"),
         )
+        curve = {round(p["reject"], 2): p["r1"] for p in (section.get("reject_curve") or [])}
+        if curve:
+            reject.add_row(modality, *(_num(curve.get(p), "{:.1%}") for p in (0.0, 0.5, 0.9)))
     if not amb.get("kappa_used", True):
-        checks.caption = "kappa is not trained in this run (deterministic loss): no kappa check"
+        checks.caption = "kappa is not trained in this run (deterministic loss): no kappa check but the level's own AUROC"
     out.print(checks)
+    if reject.row_count:
+        out.print(reject)
     fusion = amb.get("fusion")
     if fusion:
         fused = Table(

@@ -161,14 +161,17 @@ def _own_media_index(items: Sequence[Item], owners: Sequence[int], target: str, 
     return torch.tensor([index[media_key(items[i], target)] for i in owners], dtype=torch.long)
 
 
-def _summary(kappa: Optional[torch.Tensor], ranks: torch.Tensor, groups: torch.Tensor) -> dict:
+def _summary(kappa: Optional[torch.Tensor], ranks: torch.Tensor, groups: torch.Tensor, level: torch.Tensor) -> dict:
     """R-AUROC (with its 95% interval from a bootstrap over ``groups``, the item each query comes
-    from) and the reject curve."""
+    from), the R-AUROC of the known ``level`` itself (caption level or view fraction: what a kappa
+    that knows the known ambiguity exactly, and nothing else, would score; needs no kappa) and the
+    reject curve."""
     hits = (ranks <= 1).to(torch.float64)
     interval = None if kappa is None else roc_auc_interval(kappa, hits.bool(), groups)
     return {
         "r_auroc": None if kappa is None else roc_auc(kappa, hits.bool()),
         "r_auroc_ci95": None if interval is None else list(interval),
+        "r_auroc_level": roc_auc(level, hits.bool()),
         "reject_curve": None if kappa is None else reject_curve(kappa, hits),
     }
 
@@ -216,7 +219,7 @@ def _view_section(
             else None
         ),
     }
-    section.update(_summary(k_all if use_kappa else None, r_all, torch.cat(obs_g)))
+    section.update(_summary(k_all if use_kappa else None, r_all, torch.cat(obs_g), f_all))
     return section
 
 
@@ -266,7 +269,8 @@ def _text_section(
         "spearman_kappa_compatible": rank_correlation(kappa, -torch.log(comp.clamp_min(1))) if use_kappa else None,
     }
     owner = torch.tensor(queries.items, dtype=torch.long)  # a caption's item: its captions resample together
-    section.update(_summary(k_all if use_kappa else None, r_all, torch.cat([owner[sel] for _, sel, _ in per_target])))
+    groups = torch.cat([owner[sel] for _, sel, _ in per_target])
+    section.update(_summary(k_all if use_kappa else None, r_all, groups, l_all))
     return section
 
 
