@@ -15,7 +15,7 @@ import vmfmir_cli
 LAYERS: list[set[str]] = [
     {"_version"},
     {"errors", "__init__"},
-    {"utils_io", "device"},
+    {"utils_io", "device", "provenance"},
     {"locks"},
     {"engine"},
     {"data", "encoders"},
