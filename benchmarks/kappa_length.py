@@ -87,27 +87,19 @@ TEMPERS = (0.0, 0.25, 0.5, 0.75, 1.0)  # 0: the product of experts; 1: kappa / w
 def view_aurocs(loaded, windows: dict, modality: str, score_kind: str) -> dict:
     """Pooled AUROC over the graded views of kappa, windows and kappa / windows (see module docs);
     ``windows``: :func:`window_counts` of every view."""
-    from vmfmir_cli.engine.metrics import ranks_from_scores
-    from vmfmir_cli.engine.scores import score
     from vmfmir_cli.evaluation.ambiguity import rank_correlation, roc_auc
-    from vmfmir_cli.evaluation.tasks import build_task, media_key
+    from vmfmir_cli.evaluation.graded import view_queries
+    from vmfmir_cli.evaluation.tasks import media_key
 
     views = loaded.graded.views[modality]
     collection = {media_key(it, modality): _collection(it) for it in loaded.items if it.has(modality)}
     kappas, counts, fractions, ranks, groups = [], [], [], [], []
-    for target in [m for m in loaded.embeddings if m != modality]:
-        task = build_task(loaded.items, (modality,), target)
-        if task.n_queries == 0:
-            continue
-        keys = [q[0] for q in task.queries]
-        cands = loaded.embeddings[target].take(task.candidates)
-        for f in sorted(views):
-            q = views[f].take(keys)
-            ranks.append(ranks_from_scores(score(q, cands, kind=score_kind), task.relevant).to(torch.float64))
-            kappas.append(q.concentration.to(torch.float64))
-            counts.append(torch.tensor([windows[(k, f)] for k in keys], dtype=torch.float64))
-            fractions.append(torch.full((len(keys),), float(f), dtype=torch.float64))
-            groups += [collection[k] for k in keys]
+    for vq in view_queries(loaded.items, loaded.embeddings, views, modality, score_kind):
+        ranks.append(vq.ranks().to(torch.float64))
+        kappas.append(vq.queries.concentration.to(torch.float64))
+        counts.append(torch.tensor([windows[(k, vq.fraction)] for k in vq.keys], dtype=torch.float64))
+        fractions.append(torch.full((len(vq.keys),), vq.fraction, dtype=torch.float64))
+        groups += [collection[k] for k in vq.keys]
     kappa, count, rank, fraction = torch.cat(kappas), torch.cat(counts), torch.cat(ranks), torch.cat(fractions)
     hit = rank <= 1
     full = fraction == 1.0

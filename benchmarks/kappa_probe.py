@@ -43,30 +43,18 @@ FOLDS = 5
 def pooled_queries(loaded, modality: str, score_kind: str) -> dict:
     """Every graded query of ``modality`` against every other modality: its mu, kappa, view
     fraction, media (for the folds), rank of the match and score margin."""
-    from vmfmir_cli.engine.metrics import ranks_from_scores
-    from vmfmir_cli.engine.scores import score
-    from vmfmir_cli.evaluation.tasks import build_task
+    from vmfmir_cli.evaluation.graded import view_queries
 
-    views = loaded.graded.views[modality]
     out: dict[str, list] = {"mu": [], "kappa": [], "fraction": [], "rank": [], "margin": [], "media": []}
     media_ids: dict[str, int] = {}
-    for target in [m for m in loaded.embeddings if m != modality]:
-        task = build_task(loaded.items, (modality,), target)
-        if task.n_queries == 0:
-            continue
-        keys = [q[0] for q in task.queries]
-        cands = loaded.embeddings[target].take(task.candidates)
-        media = torch.tensor([media_ids.setdefault(k, len(media_ids)) for k in keys], dtype=torch.long)
-        for f in sorted(views):
-            q = views[f].take(keys)
-            s = score(q, cands, kind=score_kind)
-            top = s.topk(2, dim=1).values
-            out["rank"].append(ranks_from_scores(s, task.relevant).to(torch.float64))
-            out["margin"].append((top[:, 0] - top[:, 1]).to(torch.float64))
-            out["mu"].append(q.loc.to(torch.float64))
-            out["kappa"].append(q.concentration.to(torch.float64))
-            out["fraction"].append(torch.full((len(keys),), float(f), dtype=torch.float64))
-            out["media"].append(media)
+    for vq in view_queries(loaded.items, loaded.embeddings, loaded.graded.views[modality], modality, score_kind):
+        top = vq.scores.topk(2, dim=1).values
+        out["rank"].append(vq.ranks().to(torch.float64))
+        out["margin"].append((top[:, 0] - top[:, 1]).to(torch.float64))
+        out["mu"].append(vq.queries.loc.to(torch.float64))
+        out["kappa"].append(vq.queries.concentration.to(torch.float64))
+        out["fraction"].append(torch.full((len(vq.keys),), vq.fraction, dtype=torch.float64))
+        out["media"].append(torch.tensor([media_ids.setdefault(k, len(media_ids)) for k in vq.keys], dtype=torch.long))
     return {k: torch.cat(v) for k, v in out.items()}
 
 

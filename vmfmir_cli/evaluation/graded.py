@@ -23,7 +23,7 @@ The correct answer is the item's own recording, for all three.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterator, Mapping, Optional, Sequence
 
 import torch
 
@@ -176,6 +176,44 @@ def _summary(kappa: Optional[torch.Tensor], ranks: torch.Tensor, groups: torch.T
     }
 
 
+@dataclass
+class ViewQueries:
+    """One view fraction of one direction: the queries' media ``keys``, their vMFs ``queries`` (the
+    view ``fraction`` of each), the direction's ``candidates`` and the (Q, N) ``scores``."""
+
+    target: str
+    fraction: float
+    keys: list[str]
+    queries: VonMisesFisher
+    candidates: VonMisesFisher
+    scores: torch.Tensor
+    relevant: torch.Tensor
+
+    def ranks(self) -> torch.Tensor:
+        return ranks_from_scores(self.scores, self.relevant)
+
+
+def view_queries(
+    items: Sequence[Item],
+    full: Mapping[str, ModalityEmbeddings],
+    views: Mapping[float, ModalityEmbeddings],
+    modality: str,
+    kind: str,
+) -> Iterator[ViewQueries]:
+    """The graded queries of ``modality`` as the eval pools them: for every other modality of
+    ``full`` (in order) that the split can answer, every view fraction (ascending) of every query
+    media, scored with ``kind`` against the full candidates. Yields :class:`ViewQueries`."""
+    for target in [t for t in full if t != modality]:
+        task = build_task(items, (modality,), target)
+        if task.n_queries == 0:
+            continue
+        keys = [q[0] for q in task.queries]
+        cands = full[target].take(task.candidates)
+        for f in sorted(views):
+            q = views[f].take(keys)
+            yield ViewQueries(target, float(f), keys, q, cands, score(q, cands, kind=kind), task.relevant)
+
+
 def _view_section(
     items: Sequence[Item],
     full: Mapping[str, ModalityEmbeddings],
@@ -187,22 +225,14 @@ def _view_section(
     fractions = sorted(views)
     obs_f, obs_k, obs_r, obs_g = [], [], [], []
     key_ids: dict[str, int] = {}  # a query's media: its views and targets resample together
-    targets = []
-    for target in [t for t in full if t != modality]:
-        task = build_task(items, (modality,), target)
-        if task.n_queries == 0:
-            continue
-        targets.append(target)
-        keys = [q[0] for q in task.queries]
-        group = torch.tensor([key_ids.setdefault(k, len(key_ids)) for k in keys], dtype=torch.long)
-        cands = full[target].take(task.candidates)
-        for f in fractions:
-            q = views[f].take(keys)
-            ranks = ranks_from_scores(score(q, cands, kind=kind), task.relevant)
-            obs_f.append(torch.full((len(keys),), float(f), dtype=torch.float64))
-            obs_k.append(q.concentration.to(torch.float64))
-            obs_r.append(ranks.to(torch.float64))
-            obs_g.append(group)
+    targets: list[str] = []
+    for vq in view_queries(items, full, views, modality, kind):
+        if vq.target not in targets:
+            targets.append(vq.target)
+        obs_f.append(torch.full((len(vq.keys),), vq.fraction, dtype=torch.float64))
+        obs_k.append(vq.queries.concentration.to(torch.float64))
+        obs_r.append(vq.ranks().to(torch.float64))
+        obs_g.append(torch.tensor([key_ids.setdefault(k, len(key_ids)) for k in vq.keys], dtype=torch.long))
     if not targets:
         return None
     f_all, k_all, r_all = torch.cat(obs_f), torch.cat(obs_k), torch.cat(obs_r)
@@ -367,4 +397,6 @@ __all__ = [
     "caption_ranks",
     "encode_graded",
     "fusion_ranks",
+    "ViewQueries",
+    "view_queries",
 ]
