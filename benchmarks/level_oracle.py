@@ -1,4 +1,4 @@
-"""What R-AUROC does knowing the view allow? The view oracle of saved ambiguity results.
+"""What R-AUROC does knowing the view (or the caption level) allow? The oracle of saved results.
 
     python benchmarks/level_oracle.py benchmarks/results/ambiguity-*.json [--markdown]
 
@@ -8,7 +8,7 @@ queries and the R@1 of each view alone. ``vmfmir eval`` reports it as ``r_auroc_
 was added; this recomputes it from the ``views`` rows of any saved eval document (results written
 before it, too), so every saved run can be set beside its kappa's R-AUROC. Per run and modality it
 prints the R@1 per view, the ratio of the whole items' R@1 to the quarter views', the oracle and
-kappa's R-AUROC.
+kappa's R-AUROC; the same for text with the caption levels 0-3 in place of the views.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ import argparse
 import json
 from pathlib import Path
 from typing import Optional, Sequence
+
+
+#: the query modalities of the eval's ambiguity section, in the order of the table
+MODALITIES = ("audio", "image", "text")
 
 
 def level_auroc(rows: Sequence[tuple[int, float]]) -> Optional[float]:
@@ -36,16 +40,20 @@ def level_auroc(rows: Sequence[tuple[int, float]]) -> Optional[float]:
 
 
 def rows_of(doc: dict, modality: str) -> Optional[dict]:
+    """R@1 per level (view fraction for audio and images, caption level for text, ascending), the
+    ratio of the top level's R@1 to the bottom one's, the oracle and kappa's R-AUROC."""
     section = (doc.get("ambiguity") or {}).get(modality)
-    if not section or not section.get("views"):
+    key = "levels" if modality == "text" else "views"
+    if not section or not section.get(key):
         return None
-    views = sorted(section["views"], key=lambda r: r["fraction"])
-    r1 = [r["r1"] for r in views]
+    by = "level" if key == "levels" else "fraction"
+    rows = sorted(section[key], key=lambda r: r[by])
+    r1 = [r["r1"] for r in rows]
     return {
-        "fractions": [r["fraction"] for r in views],
+        "levels": [r[by] for r in rows],
         "r1": r1,
         "ratio": r1[-1] / r1[0] if r1[0] > 0 else None,
-        "oracle": level_auroc([(r["n_queries"], r["r1"]) for r in views]),
+        "oracle": level_auroc([(r["n_queries"], r["r1"]) for r in rows]),
         "kappa": section.get("r_auroc"),
     }
 
@@ -63,12 +71,16 @@ def main(argv=None) -> list:
             raise SystemExit(f"{path}: not an ambiguity result with 'evals' ({exc})") from None
         for name, doc in evals.items():
             row = {"file": path.name, "run": name}
-            for m in ("audio", "image"):
+            for m in MODALITIES:
                 row[m] = rows_of(doc, m)
             out.append(row)
     if args.markdown:
-        print("| run | audio R@1 25/50/100% | ratio | view oracle | kappa | image R@1 25/50/100% | ratio | view oracle | kappa |")
-        print("|---|---|---|---|---|---|---|---|---|")
+        heads = ["run"]
+        for m in MODALITIES:
+            levels = "L0/L1/L2/L3" if m == "text" else "25/50/100%"
+            heads += [f"{m} R@1 {levels}", "ratio", "level oracle" if m == "text" else "view oracle", "kappa"]
+        print("| " + " | ".join(heads) + " |")
+        print("|" + "---|" * len(heads))
 
         def cells(r):
             if r is None:
@@ -78,7 +90,7 @@ def main(argv=None) -> list:
             return ["/".join(f"{100 * p:.2f}" for p in r["r1"]), ratio, f(r["oracle"]), f(r["kappa"])]
 
         for row in out:
-            print("| " + " | ".join([row["run"], *cells(row["audio"]), *cells(row["image"])]) + " |")
+            print("| " + " | ".join([row["run"], *(c for m in MODALITIES for c in cells(row[m]))]) + " |")
     else:
         for row in out:
             print(json.dumps(row))

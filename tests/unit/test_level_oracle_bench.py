@@ -33,7 +33,7 @@ def test_the_oracle_of_an_eval_document_is_its_r_auroc_level(tiny_dataset, tmp_p
     saved = tmp_path / "ambiguity-x.json"
     saved.write_text(json.dumps({"evals": {"x-proposed-s0": doc}}))
     (row,) = level_oracle.main([str(saved)])
-    for m in ("audio", "image"):
+    for m in ("audio", "image", "text"):
         assert row[m]["oracle"] == pytest.approx(doc["ambiguity"][m]["r_auroc_level"])
         assert row[m]["kappa"] == doc["ambiguity"][m]["r_auroc"]
     level_oracle.main([str(saved), "--markdown"])
