@@ -1,4 +1,4 @@
-"""How much does a query's own vMF know about its retrieval success? A ceiling for kappa.
+"""How much does a query's own vMF know about its retrieval success, and how much the gallery?
 
     python benchmarks/kappa_probe.py RUN [RUN ...] --data DATA [--modality audio] [--threads 2]
 
@@ -10,10 +10,15 @@ same AUROC for a rank-1 hit on the test split:
 * ``kappa``: the eval's R-AUROC;
 * ``fraction``: the view fraction (knows the benchmark's known ambiguity exactly, nothing else);
 * ``probe_kappa_fraction``: a ridge regression of -log(rank) on (log kappa, fraction);
-* ``probe_mu``: the same on (mu, log kappa, fraction), i.e. on everything the query's vMF holds: if
-  some linear read-out of the embedding knows which queries succeed, this finds it;
-* ``margin``: the top-1 minus the top-2 score of the query against the candidates. It uses the
-  gallery, which kappa cannot see: a reference for how predictable a hit is at all.
+* ``probe_mu``: the same on (mu, log kappa, fraction), i.e. on everything the query's vMF holds: a
+  ridge read-out of the embedding (a linear probe, not a bound: it can score below kappa itself);
+* ``margin`` and ``top_score``: the top-1 minus the top-2 score of the query against the
+  candidates, and the top-1 score. They use the gallery, which kappa cannot see (the top-1 score
+  of ``expected_cosine`` also carries the query's kappa).
+* ``within_collection`` (whole items, per target; where the captions state a ``collection``): the
+  share of the top 10 from the query's own collection against the base rate, and the R@1 of the
+  match among the candidates of that collection against a random order: how much of the
+  retrieval is the style of a collection and how much the piece.
 
 The probes are fitted on the val split (ridge strength by 5-fold cross-validation over the val
 queries, folds by the query's media so that its views and targets stay together) and scored on the
@@ -45,12 +50,13 @@ def pooled_queries(loaded, modality: str, score_kind: str) -> dict:
     fraction, media (for the folds), rank of the match and score margin."""
     from vmfmir_cli.evaluation.graded import view_queries
 
-    out: dict[str, list] = {"mu": [], "kappa": [], "fraction": [], "rank": [], "margin": [], "media": []}
+    out: dict[str, list] = {"mu": [], "kappa": [], "fraction": [], "rank": [], "margin": [], "top": [], "media": []}
     media_ids: dict[str, int] = {}
     for vq in view_queries(loaded.items, loaded.embeddings, loaded.graded.views[modality], modality, score_kind):
         top = vq.scores.topk(2, dim=1).values
         out["rank"].append(vq.ranks().to(torch.float64))
         out["margin"].append((top[:, 0] - top[:, 1]).to(torch.float64))
+        out["top"].append(top[:, 0].to(torch.float64))
         out["mu"].append(vq.queries.loc.to(torch.float64))
         out["kappa"].append(vq.queries.concentration.to(torch.float64))
         out["fraction"].append(torch.full((len(vq.keys),), vq.fraction, dtype=torch.float64))
@@ -103,16 +109,58 @@ def choose_alpha(x: torch.Tensor, y: torch.Tensor, groups: torch.Tensor, seed: i
     return best
 
 
+def within_collection(loaded, modality: str, score_kind: str) -> dict:
+    """What the retrieval of whole items knows, per target modality: the share of the top 10 from
+    the query's own collection (``top10_same_collection``, against ``base_rate``, the share of the
+    candidates from it), and, among the candidates of the query's collection only, the R@1 of the
+    match (``r1_in_collection``) against a random order (``r1_in_collection_random``). Queries
+    whose dataset states no collection are left out."""
+    from benchmarks.kappa_length import _collection
+    from vmfmir_cli.engine.scores import score
+    from vmfmir_cli.evaluation.tasks import build_task, media_key
+
+    collection = {media_key(it, m): _collection(it) for it in loaded.items for m in loaded.embeddings if it.has(m)}
+    out = {}
+    for target in [m for m in loaded.embeddings if m != modality]:
+        task = build_task(loaded.items, (modality,), target)
+        if task.n_queries == 0:
+            continue
+        keys = [q[0] for q in task.queries]
+        scores = score(loaded.embeddings[modality].take(keys), loaded.embeddings[target].take(task.candidates),
+                       kind=score_kind)
+        cand = [collection[k] for k in task.candidates]
+        top = scores.topk(min(10, scores.shape[1]), dim=1).indices
+        same, base, hit, chance, n = 0.0, 0.0, 0.0, 0.0, 0
+        for i, key in enumerate(keys):
+            own = collection[key]
+            mask = torch.tensor([c == own for c in cand])
+            relevant = task.relevant[i] & mask
+            if own is None or not bool(relevant.any()):
+                continue
+            n += 1
+            same += float(mask[top[i]].double().mean())
+            base += float(mask.double().mean())
+            sub = scores[i][mask]
+            hit += float(sub.max() == scores[i][relevant].max())  # the best of the collection is a match
+            chance += float(relevant.sum()) / float(mask.sum())
+        if n:
+            out[target] = {"n_queries": n, "top10_same_collection": same / n, "base_rate": base / n,
+                           "r1_in_collection": hit / n, "r1_in_collection_random": chance / n}
+    return out
+
+
 def measure(run: str, data: str, modality: str = "audio", fit_split: str = "val", score_split: str = "test") -> dict:
     from vmfmir_cli.evaluation.ambiguity import roc_auc
     from vmfmir_cli.evaluation.evaluate import EvalOptions, default_score, load_and_encode
 
-    splits = {}
+    splits, collections = {}, {}
     for split in dict.fromkeys((fit_split, score_split)):
         loaded = load_and_encode(EvalOptions(run=run, data=data, split=split, ambiguity=True))
         if modality not in loaded.graded.views:
             raise SystemExit(f"{run} has no graded {modality} views (it has: {', '.join(loaded.graded.views)})")
         splits[split] = pooled_queries(loaded, modality, default_score(loaded.loss))
+        if split == score_split:
+            collections = within_collection(loaded, modality, default_score(loaded.loss))
     val, test = splits[fit_split], splits[score_split]
     hit = test["rank"] <= 1
     result = {
@@ -130,6 +178,8 @@ def measure(run: str, data: str, modality: str = "audio", fit_split: str = "val"
         result["auroc"][name] = roc_auc(pred, hit)
         result["alpha"][name] = alpha
     result["auroc"]["margin"] = roc_auc(test["margin"], hit)
+    result["auroc"]["top_score"] = roc_auc(test["top"], hit)
+    result["within_collection"] = collections
     return result
 
 

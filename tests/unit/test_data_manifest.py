@@ -76,6 +76,8 @@ def test_write_and_read_roundtrip(tmp_path):
     packages = info2["environment"]["packages"]
     assert packages["numpy"] == importlib.metadata.version("numpy") and packages["no-such-distribution-vmfmir"] is None
     assert list(packages).count("pillow") == 1 and packages["pillow"] == importlib.metadata.version("pillow")
+    with pytest.raises(TypeError, match="not the string"):  # "pillow" is not seven package names
+        write_dataset(tmp_path / "x", items, name="demo", sample_rate=22050, source="test", options={}, packages="pillow")
     assert [it.id for it in split_items(back, "train")] == ["a", "b"]
     assert count_items(back)["val"]["items"] == 0
 

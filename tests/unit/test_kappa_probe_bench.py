@@ -33,6 +33,13 @@ def test_kappa_and_queries_pool_like_the_eval(tiny_dataset, tmp_path, make_untra
     assert result["hits"]["all"] == round(sum(row["r1"] * row["n_queries"] for row in audio["views"]))
     assert result["auroc"]["kappa"] == pytest.approx(audio["r_auroc"])
     assert result["auroc"]["fraction"] == pytest.approx(audio["r_auroc_level"])
-    for key in ("fraction", "probe_kappa_fraction", "probe_mu", "margin"):
+    for key in ("fraction", "probe_kappa_fraction", "probe_mu", "margin", "top_score"):
         assert 0.0 <= result["auroc"][key] <= 1.0
     assert set(result["alpha"].values()) <= set(kappa_probe.ALPHAS)
+    within = result["within_collection"]
+    assert set(within) == {"image", "text"}  # the tiny benchmark's captions state a collection
+    for row in within.values():
+        assert 0 < row["n_queries"] <= result["n_queries"]["all"]
+        for key in ("base_rate", "r1_in_collection_random"):  # a counted query has a match in its collection
+            assert 0.0 < row[key] <= 1.0
+        assert 0.0 <= row["top10_same_collection"] <= 1.0 and 0.0 <= row["r1_in_collection"] <= 1.0

@@ -106,7 +106,8 @@ def test_each_loss_decreases_the_training_loss(syn, tmp_path, loss):
     # what it was trained with: the versions of the installed packages, not of a fixed list
     assert config["environment"]["packages"]["torch"] == importlib.metadata.version("torch")
     assert config["environment"]["python"] == platform.python_version()
-    assert config["environment"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert config["environment"]["torch"]["cpu_capability"] == torch.backends.cpu.get_cpu_capability()
+    assert config["environment"]["torch"]["version"] == torch.__version__
     assert config["score"] == ("cosine" if loss == "infonce" else "expected_cosine")
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows if r["type"] == "train"] == list(range(1, 9))
