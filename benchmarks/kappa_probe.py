@@ -1,6 +1,6 @@
 """How much does a query's own vMF know about its retrieval success, and how much the gallery?
 
-    python benchmarks/kappa_probe.py RUN [RUN ...] --data DATA [--modality audio] [--threads 2]
+    python benchmarks/kappa_probe.py RUN [RUN ...] --data DATA [--modality audio] [--score-split test]
 
 The eval's R-AUROC asks kappa, a number computed from the query alone, to rank the queries whose
 match comes first above the others. For the eval's pooled graded queries of one modality (its 25 /
@@ -23,7 +23,9 @@ same AUROC for a rank-1 hit on the test split:
 The probes are fitted on the val split (ridge strength by 5-fold cross-validation over the val
 queries, folds by the query's media so that its views and targets stay together) and scored on the
 test split, so nothing is tuned on what it is scored on. Prints one JSON object per run; with
-``--out FILE`` also appends it there. A diagnostic, not a recipe.
+``--out FILE`` also appends it there. ``--score-split train --score-items 400`` scores a sample of
+the training items instead, in a gallery as large as the test split's: a kappa that predicts the
+training items' hits and not the test items' has learnt something that does not transfer. A diagnostic, not a recipe.
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ import json
 import math
 import sys
 from pathlib import Path
+from typing import Optional
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -149,13 +152,25 @@ def within_collection(loaded, modality: str, score_kind: str) -> dict:
     return out
 
 
-def measure(run: str, data: str, modality: str = "audio", fit_split: str = "val", score_split: str = "test") -> dict:
+def sample_items(n: Optional[int], seed: int = 0):
+    """An item selector for ``load_and_encode``: ``n`` items drawn at random (seeded), or all."""
+    def select(items):
+        if n is None or n >= len(items):
+            return items
+        keep = sorted(torch.randperm(len(items), generator=torch.Generator().manual_seed(seed))[:n].tolist())
+        return [items[i] for i in keep]
+    return select
+
+
+def measure(run: str, data: str, modality: str = "audio", fit_split: str = "val", score_split: str = "test",
+            score_items: Optional[int] = None) -> dict:
     from vmfmir_cli.evaluation.ambiguity import roc_auc
     from vmfmir_cli.evaluation.evaluate import EvalOptions, default_score, load_and_encode
 
     splits, collections = {}, {}
     for split in dict.fromkeys((fit_split, score_split)):
-        loaded = load_and_encode(EvalOptions(run=run, data=data, split=split, ambiguity=True))
+        select = sample_items(score_items) if split == score_split else None
+        loaded = load_and_encode(EvalOptions(run=run, data=data, split=split, ambiguity=True), select=select)
         if modality not in loaded.graded.views:
             raise SystemExit(f"{run} has no graded {modality} views (it has: {', '.join(loaded.graded.views)})")
         splits[split] = pooled_queries(loaded, modality, default_score(loaded.loss))
@@ -165,6 +180,7 @@ def measure(run: str, data: str, modality: str = "audio", fit_split: str = "val"
     hit = test["rank"] <= 1
     result = {
         "run": run, "modality": modality, "fit_split": fit_split, "score_split": score_split,
+        "score_items": score_items,
         "n_queries": {s: int(q["rank"].numel()) for s, q in splits.items()},
         "hits": {s: int((q["rank"] <= 1).sum()) for s, q in splits.items()},
         "auroc": {"kappa": roc_auc(test["kappa"], hit), "fraction": roc_auc(test["fraction"], hit)},
@@ -188,13 +204,21 @@ def main(argv=None) -> list:
     parser.add_argument("runs", nargs="+", help="run folders")
     parser.add_argument("--data", required=True, help="the prepared dataset the runs were trained on")
     parser.add_argument("--modality", default="audio", choices=("audio", "image"))
+    parser.add_argument("--fit-split", default="val", help="the split the probes are fitted on (default: val)")
+    parser.add_argument("--score-split", default="test",
+                        help="the split everything is scored on (default: test; 'train' asks whether kappa "
+                             "knows the training items' hits, i.e. whether it was learnt and did not transfer)")
+    parser.add_argument("--score-items", type=int, default=None,
+                        help="score a seeded random sample of this many items of the scored split (e.g. 400 "
+                             "of train, so that its gallery is as large as test's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, help="also append each JSON line to this file")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = []
     for run in args.runs:
-        result = measure(run, args.data, args.modality)
+        result = measure(run, args.data, args.modality, fit_split=args.fit_split, score_split=args.score_split,
+                         score_items=args.score_items)
         line = json.dumps(result)
         print(line, flush=True)
         if args.out:

@@ -43,3 +43,32 @@ def test_kappa_and_queries_pool_like_the_eval(tiny_dataset, tmp_path, make_untra
         for key in ("base_rate", "r1_in_collection_random"):  # a counted query has a match in its collection
             assert 0.0 < row[key] <= 1.0
         assert 0.0 <= row["top10_same_collection"] <= 1.0 and 0.0 <= row["r1_in_collection"] <= 1.0
+
+
+def test_sample_items_is_seeded_ordered_and_all_when_asked_for_more():
+    items = list(range(50))
+    pick = kappa_probe.sample_items(10)(items)
+    assert len(pick) == 10 and pick == sorted(pick) and len(set(pick)) == 10
+    assert pick == kappa_probe.sample_items(10)(items)  # the same draw every time
+    assert pick != kappa_probe.sample_items(10, seed=1)(items)
+    assert kappa_probe.sample_items(None)(items) == items
+    assert kappa_probe.sample_items(80)(items) == items
+
+
+def test_score_items_scores_a_sample_of_the_split(tiny_dataset, tmp_path, make_untrained_run, one_thread):
+    from vmfmir_cli.evaluation.evaluate import EvalOptions, load_and_encode
+    from vmfmir_cli.evaluation.graded import view_queries
+
+    run = make_untrained_run(tmp_path / "run", tiny_dataset)
+    options = EvalOptions(run=str(run), data=str(tiny_dataset), split="all", ambiguity=True)
+    full = load_and_encode(options)
+    n = len(full.items) // 2
+    half = load_and_encode(options, select=kappa_probe.sample_items(n))
+    assert [it.id for it in half.items] == [it.id for it in kappa_probe.sample_items(n)(full.items)]
+    result = kappa_probe.measure(str(run), str(tiny_dataset), fit_split="all", score_split="all", score_items=n)
+    assert result["score_items"] == n
+    pooled = view_queries(half.items, half.embeddings, half.graded.views["audio"], "audio", "expected_cosine")
+    expected = sum(len(vq.keys) for vq in pooled)
+    assert 0 < expected < sum(len(vq.keys) for vq in view_queries(
+        full.items, full.embeddings, full.graded.views["audio"], "audio", "expected_cosine"))
+    assert result["n_queries"]["all"] == expected

@@ -180,8 +180,14 @@ class LoadedRun:
     graded: Optional["GradedEmbeddings"] = None
 
 
-def load_and_encode(options: EvalOptions, on_progress: Optional[ProgressFn] = None) -> LoadedRun:
-    """Load the run of ``options``, read the split and encode its media (the slow part)."""
+def load_and_encode(
+    options: EvalOptions,
+    on_progress: Optional[ProgressFn] = None,
+    select: Optional[Callable[[list[Item]], list[Item]]] = None,
+) -> LoadedRun:
+    """Load the run of ``options``, read the split and encode its media (the slow part).
+    ``select`` picks the items to keep from the split's (e.g. a sample of the train split, so that
+    its gallery is the size of the test split's)."""
     from vmfmir_cli.model import load_model
 
     from vmfmir_cli.device import resolve_device
@@ -190,6 +196,8 @@ def load_and_encode(options: EvalOptions, on_progress: Optional[ProgressFn] = No
     device = resolve_device(options.device, default="cpu")  # one line for a missing GPU
     run_dir = resolve_run(options.run)
     items = load_split(options.data, options.split)
+    if select is not None:
+        items = list(select(items))
     model, config = load_model(run_dir, map_location=device)
     loss = run_loss(config)
     modalities = [m for m in MODALITIES if m in model.modalities]
