@@ -235,3 +235,36 @@ def test_batches_cover_the_epoch_and_split_across_ranks():
     assert small.global_batch == 4 and small.steps_per_epoch == 1 and "fewer than batch_size" in small.note
     with pytest.raises(DataError, match="divisible"):
         plan_batches(10, 5, 2)
+
+
+def test_kappa_lr_scale_gives_the_kappa_heads_their_own_groups():
+    from vmfmir_cli.encoders.head import VMFHead
+    from vmfmir_cli.training.build import group_lr, make_optimizer
+
+    heads = torch.nn.ModuleDict({"audio": VMFHead(8, 4), "text": VMFHead(8, 4)})
+    named = list(heads.named_parameters())
+    kappa = {id(p) for n, p in named if ".kappa_net." in n}
+    same = make_optimizer(TrainConfig(), named)  # unscaled: the two groups of before
+    assert [len(g["params"]) for g in same.param_groups] == [sum(p.ndim >= 2 for _, p in named),
+                                                              sum(p.ndim < 2 for _, p in named)]
+    scaled = make_optimizer(TrainConfig(kappa_lr_scale=0.1, lr=1e-3), named)
+    for group in scaled.param_groups:
+        ids = {id(p) for p in group["params"]}
+        assert ids <= kappa or not ids & kappa  # a group is all kappa head or none of it
+        want = 0.1 if ids <= kappa else 1.0
+        assert group["lr_scale"] == want and group["lr"] == pytest.approx(1e-3 * want)
+        assert group_lr(group, 2e-3) == pytest.approx(2e-3 * want)
+        assert group["weight_decay"] == (0.05 if all(p.ndim >= 2 for p in group["params"]) else 0.0)
+    assert sum(len(g["params"]) for g in scaled.param_groups) == len(named)
+
+
+def test_kappa_lr_scale_reaches_the_training_steps(syn, tmp_path):
+    """The kappa heads' last layer starts at zero: at a tiny scale it stays there, at 1 it moves."""
+    moved = {}
+    for scale in (1.0, 1e-4):
+        run = train(tiny(syn, tmp_path / str(scale), epochs=1, kappa_lr_scale=scale, name="run"))
+        weights = load_file(run / "model.safetensors")
+        last = [v for k, v in weights.items() if k.endswith("kappa_net.2.weight")]
+        assert last, "no kappa head found in the saved weights"
+        moved[scale] = max(float(v.abs().max()) for v in last)
+    assert moved[1e-4] < 1e-5 < 1e-4 < moved[1.0]

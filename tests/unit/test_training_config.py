@@ -60,6 +60,8 @@ def test_wrong_types_and_ranges(tmp_path):
         load_config(overrides={"mc_negatives": "exact"})
     with pytest.raises(ConfigError, match="'mc_negatives'.*needs mc_positive = 'analytic'"):
         load_config(sets=["mc_negatives='analytic'", "mc_positive='sampled'"])
+    with pytest.raises(ConfigError, match="'kappa_lr_scale' must lie in"):
+        load_config(overrides={"kappa_lr_scale": 0.0})
     with pytest.raises(ConfigError, match="kappa_min < kappa_max"):
         load_config(overrides={"kappa_min": 10.0, "kappa_max": 5.0})
     with pytest.raises(ConfigError, match="invalid TOML"):

@@ -136,23 +136,34 @@ def use_bf16(precision: str, device: torch.device) -> bool:
 
 
 def make_optimizer(config: TrainConfig, named_params: Iterable[tuple[str, torch.nn.Parameter]]) -> torch.optim.Optimizer:
-    """Weight decay on matrices and convolution kernels only (not biases, norms or the logit scale)."""
-    decay, no_decay = [], []
+    """Weight decay on matrices and convolution kernels only (not biases, norms or the logit scale).
+    With ``kappa_lr_scale != 1`` the kappa heads' MLPs get groups of their own whose ``lr_scale``
+    multiplies every learning rate the trainer sets (:func:`group_lr`)."""
+    scale = float(getattr(config, "kappa_lr_scale", 1.0))
+    buckets: dict[tuple[bool, float], list] = {}
     for name, p in named_params:
         if not p.requires_grad:
             continue
-        (decay if p.ndim >= 2 and "embedding" not in name else no_decay).append(p)
-    groups = [
-        {"params": decay, "weight_decay": config.weight_decay},
-        {"params": no_decay, "weight_decay": 0.0},
-    ]
-    groups = [g for g in groups if g["params"]]
+        decays = p.ndim >= 2 and "embedding" not in name
+        buckets.setdefault((decays, scale if ".kappa_net." in f".{name}" else 1.0), []).append(p)
+    order = [(True, 1.0), (False, 1.0), (True, scale), (False, scale)]
+    groups = []
+    for key in dict.fromkeys(order):  # the first two as before; the kappa groups only when scaled
+        if buckets.get(key):
+            decays, lr_scale = key
+            groups.append({"params": buckets[key], "weight_decay": config.weight_decay if decays else 0.0,
+                           "lr_scale": lr_scale, "lr": config.lr * lr_scale})
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     betas = (float(config.betas[0]), float(config.betas[1]))
     if config.optimizer == "adam":
         return torch.optim.Adam(groups, lr=config.lr, betas=betas)
     return torch.optim.AdamW(groups, lr=config.lr, betas=betas)
+
+
+def group_lr(group: dict, lr: float) -> float:
+    """The learning rate of one optimiser group when the schedule says ``lr``."""
+    return lr * float(group.get("lr_scale", 1.0))
 
 
 def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
@@ -175,6 +186,7 @@ def lr_at(config: TrainConfig, step: int, total_steps: int) -> float:
 __all__ = [
     "audio_rate",
     "build_model",
+    "group_lr",
     "kappa_parameters",
     "lr_at",
     "make_optimizer",

@@ -103,6 +103,9 @@ class TrainConfig:
     # | score (inside each candidate's score: log E exp(tau z.z'), InfoNCE's optimal critic; needs analytic)
     mc_sample_mean: str = "probability"
     kappa_detach_fraction: float = 0.0  # phased schedule: train mu only (kappa detached) for this share of the steps
+    # learning rate of the kappa heads' MLPs relative to lr (1: the same; the loss is nearly flat in
+    # kappa once kappa >> tau, and Adam still moves it at full speed there)
+    kappa_lr_scale: float = 1.0
     ssw_lambda: float = 0.1  # weight of the SSW alignment term (proposed)
     ssw_p: float = 2.0
     ssw_samples: int = 32  # samples per vMF of the SSW term (its own draws unless equal to mc_samples)
@@ -444,6 +447,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise bad("mc_bias_correction", "= 'jackknife' applies to mc_sample_mean = 'probability' only")
     if config.mc_bias_correction == "jackknife" and config.mc_samples < 2:
         raise bad("mc_samples", "must be at least 2 for mc_bias_correction = 'jackknife'")
+    if not (0 < config.kappa_lr_scale <= 100):
+        raise bad("kappa_lr_scale", "must lie in (0, 100] (the kappa heads' learning rate relative to lr)")
     if not (0 <= config.kappa_detach_fraction < 1):
         raise bad("kappa_detach_fraction", "must lie in [0, 1) (the share of steps that train mu only)")
     if not (0 < config.batch_group_fraction <= 1):

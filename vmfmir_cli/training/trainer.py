@@ -31,7 +31,7 @@ import torch
 from vmfmir_cli.errors import ConfigError, VmfmirError, WriteError
 from vmfmir_cli.training import checkpoint as ckpt_io
 from vmfmir_cli.training.callbacks import Callback
-from vmfmir_cli.training.build import lr_at, resolve_device
+from vmfmir_cli.training.build import group_lr, lr_at, resolve_device
 from vmfmir_cli.training.config import RESUMABLE_KEYS, TrainConfig, differences, validate
 from vmfmir_cli.training.data import EpochBatchSampler, make_loader, mix_seed
 from vmfmir_cli.training.distributed import (
@@ -290,7 +290,7 @@ class Trainer:
         cfg, info = self.config, self.dist
         lr = lr_at(cfg, self.step, self.total_steps)
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = group_lr(group, lr)
         torch.manual_seed(mix_seed(cfg.seed, self.step, info.rank, 1))  # dropout: per step and rank
         generator = torch.Generator(device=self.device).manual_seed(mix_seed(cfg.seed, self.step, 2))
         inputs = {m: batch_to(b, self.device) for m, b in batch["inputs"].items()}
