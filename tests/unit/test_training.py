@@ -268,3 +268,14 @@ def test_kappa_lr_scale_reaches_the_training_steps(syn, tmp_path):
         assert last, "no kappa head found in the saved weights"
         moved[scale] = max(float(v.abs().max()) for v in last)
     assert moved[1e-4] < 1e-5 < 1e-4 < moved[1.0]
+
+
+def test_kappa_prior_is_logged_and_pulls_kappa_down(syn, tmp_path):
+    kappas = {}
+    for weight in (0.0, 1.0):
+        rec = Recorder()
+        train(tiny(syn, tmp_path / str(weight), epochs=2, loss="baseline", kappa_prior_weight=weight, name="run"), [rec])
+        last = rec.steps[-1]
+        assert ("kappa_prior" in last) == (weight > 0)
+        kappas[weight] = sum(last["kappa"].values())
+    assert kappas[1.0] < kappas[0.0]

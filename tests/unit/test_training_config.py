@@ -205,3 +205,47 @@ def test_mc_sample_mean_reaches_the_engine_and_is_validated():
         load_config(sets=["mc_sample_mean='score'", "mc_negatives='sampled'"])
     with pytest.raises(ConfigError, match="'mc_bias_correction'.*applies to mc_sample_mean = 'probability' only"):
         load_config(sets=["mc_sample_mean='score'", "mc_bias_correction='jackknife'"])
+
+
+def test_kl_to_uniform_matches_the_closed_form_on_the_2_sphere():
+    """d = 3: H(vMF) = 1 - kappa coth(kappa) + log(4 pi sinh(kappa) / kappa),
+    KL(vMF || uniform) = log(4 pi) - H; 0 at kappa -> 0, about log kappa for large kappa."""
+    import math
+
+    import torch
+
+    from vmfmir_cli.engine.vmf import VonMisesFisher
+    from vmfmir_cli.training.objective import kl_to_uniform
+
+    kappa = torch.tensor([1e-4, 0.5, 3.0, 40.0], dtype=torch.float64)
+    mu = torch.nn.functional.normalize(torch.randn(4, 3, dtype=torch.float64), dim=-1)
+    got = torch.stack([kl_to_uniform({"a": VonMisesFisher(mu[i:i + 1], kappa[i:i + 1])}, {"a": torch.tensor([True])})
+                       for i in range(4)]).double()
+    k = kappa
+    entropy = 1.0 - k / torch.tanh(k) + torch.log(4 * math.pi * torch.sinh(k) / k)
+    want = math.log(4 * math.pi) - entropy
+    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got, want)
+    assert float(got[0]) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kappa_prior_weight_adds_the_kl_term_and_its_name():
+    import torch
+
+    from vmfmir_cli.engine.vmf import VonMisesFisher
+    from vmfmir_cli.training.objective import kl_to_uniform, term_names, training_loss
+
+    mu, kappa, params, masks = _toy_batch()
+    plain = load_config(overrides={"loss": "baseline"})
+    cfg = load_config(overrides={"loss": "baseline", "kappa_prior_weight": 0.01})
+    assert term_names(plain) == ["loss", "contrastive"]
+    assert term_names(cfg) == ["loss", "contrastive", "kappa_prior"]
+    assert term_names(load_config(overrides={"loss": "infonce", "kappa_prior_weight": 0.01})) == ["loss", "infonce"]
+    base, _, _ = training_loss(params, masks, plain, generator=torch.Generator().manual_seed(1))
+    total, terms, _ = training_loss(params, masks, cfg, generator=torch.Generator().manual_seed(1))
+    dists = {m: VonMisesFisher(mu[m], kappa[m], validate_args=False) for m in mu}
+    prior = kl_to_uniform(dists, masks)
+    assert float(prior) > 0
+    assert torch.allclose(terms["kappa_prior"], prior)
+    assert torch.allclose(total, base + 0.01 * prior)
+    with pytest.raises(ConfigError, match="'kappa_prior_weight' must lie in"):
+        load_config(overrides={"kappa_prior_weight": -1.0})

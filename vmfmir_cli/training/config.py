@@ -106,6 +106,9 @@ class TrainConfig:
     # learning rate of the kappa heads' MLPs relative to lr (1: the same; the loss is nearly flat in
     # kappa once kappa >> tau, and Adam still moves it at full speed there)
     kappa_lr_scale: float = 1.0
+    # weight of KL(vMF || uniform) per item (the VIB prior of PCME, for vMFs): pulls kappa down where
+    # the contrastive loss is flat in it (0: off)
+    kappa_prior_weight: float = 0.0
     ssw_lambda: float = 0.1  # weight of the SSW alignment term (proposed)
     ssw_p: float = 2.0
     ssw_samples: int = 32  # samples per vMF of the SSW term (its own draws unless equal to mc_samples)
@@ -447,6 +450,8 @@ def validate(config: TrainConfig) -> TrainConfig:
         raise bad("mc_bias_correction", "= 'jackknife' applies to mc_sample_mean = 'probability' only")
     if config.mc_bias_correction == "jackknife" and config.mc_samples < 2:
         raise bad("mc_samples", "must be at least 2 for mc_bias_correction = 'jackknife'")
+    if not (0 <= config.kappa_prior_weight <= 10):
+        raise bad("kappa_prior_weight", "must lie in [0, 10] (the weight of the KL of each vMF to the uniform)")
     if not (0 < config.kappa_lr_scale <= 100):
         raise bad("kappa_lr_scale", "must lie in (0, 100] (the kappa heads' learning rate relative to lr)")
     if not (0 <= config.kappa_detach_fraction < 1):

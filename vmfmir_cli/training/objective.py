@@ -6,11 +6,15 @@
 * ``baseline``: MCInfoNCE alone;
 * ``infonce``: CLIP-style InfoNCE on the mean directions with a learned temperature (kappa unused).
 
+``kappa_prior_weight > 0`` adds that weight times :func:`kl_to_uniform` (reported as ``kappa_prior``)
+to ``proposed`` and ``baseline``.
+
 Pure tensor code: the trainer and ``benchmarks/train.py`` call the same function.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Optional
 
 import torch
@@ -72,6 +76,7 @@ def training_loss(
         sample_mean=getattr(config, "mc_sample_mean", "probability"),
     )
     terms = {"loss": contrastive, "contrastive": contrastive}
+    prior_weight = float(getattr(config, "kappa_prior_weight", 0.0))
     if config.loss == "proposed":
         ssw_samples = int(getattr(config, "ssw_samples", config.mc_samples))
         shared = samples if ssw_samples == config.mc_samples else draw_samples(dists, ssw_samples, generator)
@@ -89,7 +94,45 @@ def training_loss(
         loss = contrastive + config.ssw_lambda * ssw
         terms = {"loss": loss, "contrastive": contrastive, "ssw": ssw}
         pairs = {**pairs, **ssw_pairs}
+    if prior_weight > 0:
+        prior = kl_to_uniform(dists, masks, anchor_slice)
+        terms = {**terms, "loss": terms["loss"] + prior_weight * prior, "kappa_prior": prior}
     return terms["loss"], terms, pairs
 
 
-__all__ = ["TERMS", "training_loss"]
+def term_names(config) -> list[str]:
+    """The terms :func:`training_loss` reports for ``config`` (the first is the total)."""
+    names = list(TERMS[config.loss])
+    if config.loss != "infonce" and float(getattr(config, "kappa_prior_weight", 0.0)) > 0:
+        names.append("kappa_prior")
+    return names
+
+
+def kl_to_uniform(
+    dists: Mapping[str, VonMisesFisher], masks: Mapping[str, torch.Tensor], anchor_slice: Optional[slice] = None
+) -> torch.Tensor:
+    """The mean over modalities of the mean over their (anchor) items of KL(vMF || uniform on the
+    sphere) = log |S^{d-1}| - H(vMF): 0 at kappa = 0, about ((d - 1) / 2) log kappa for large kappa.
+    As a loss term (``kappa_prior_weight``) it is the variational-information-bottleneck prior of
+    PCME, for vMFs: a gentle pull of every kappa towards the uniform where the contrastive loss is
+    flat in kappa."""
+    per_modality = []
+    for m, dist in dists.items():
+        keep = masks[m].bool()
+        if anchor_slice is not None:
+            keep = keep.clone()
+            outside = torch.ones_like(keep)
+            outside[anchor_slice] = False
+            keep[outside] = False
+        if not bool(keep.any()):
+            continue
+        d = dist.dim
+        log_area = math.log(2.0) + 0.5 * d * math.log(math.pi) - math.lgamma(0.5 * d)
+        kl = log_area - dist.entropy()[keep]
+        per_modality.append(kl.float().mean())
+    if not per_modality:
+        return next(iter(dists.values())).concentration.sum() * 0.0
+    return torch.stack(per_modality).mean()
+
+
+__all__ = ["TERMS", "kl_to_uniform", "term_names", "training_loss"]

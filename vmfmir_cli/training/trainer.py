@@ -45,7 +45,7 @@ from vmfmir_cli.training.distributed import (
     init_distributed,
 )
 from vmfmir_cli.training.module import TrainModule
-from vmfmir_cli.training.objective import TERMS, training_loss
+from vmfmir_cli.training.objective import term_names, training_loss
 from vmfmir_cli.training.runs import METRICS_FILE, MetricsLog, default_run_name, new_run_dir, set_latest
 from vmfmir_cli.training.setup import prepare_run
 from vmfmir_cli.training.validation import encode_split, retrieval_metrics
@@ -303,7 +303,7 @@ class Trainer:
         loss, terms, pairs = training_loss(params, gmasks, cfg, generator, anchors, logit_scale,
                                            progress=self.step / max(1, self.total_steps))
 
-        names = list(TERMS[cfg.loss])
+        names = term_names(cfg)
         stats = all_reduce_mean(torch.stack([terms[k].detach().float() for k in names]), info)
         bad = [k for k, v in zip(names, stats.tolist()) if not math.isfinite(v)]
         if bad:
