@@ -23,7 +23,6 @@ Prints one JSON object per run; ``--out FILE`` also appends it there. A diagnost
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -100,6 +99,8 @@ def measure(run: str, data: str, split: str = "val", batches: int = 40, seed: in
 
 
 def main(argv=None) -> list:
+    from benchmarks.kappa_probe import emit
+
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run folders")
     parser.add_argument("--data", required=True, help="the prepared dataset the runs were trained on")
@@ -113,11 +114,7 @@ def main(argv=None) -> list:
     out = []
     for run in args.runs:
         result = measure(run, args.data, args.split, args.batches, args.seed)
-        line = json.dumps(result)
-        print(line, flush=True)
-        if args.out:
-            with args.out.open("a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
+        emit(result, args.out)
         out.append(result)
     return out
 

@@ -199,6 +199,15 @@ def measure(run: str, data: str, modality: str = "audio", fit_split: str = "val"
     return result
 
 
+def emit(result: dict, out: Optional[Path] = None) -> None:
+    """Print ``result`` as one JSON line and, with ``out``, append that line to the file."""
+    line = json.dumps(result)
+    print(line, flush=True)
+    if out:
+        with Path(out).open("a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+
+
 def main(argv=None) -> list:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="run folders")
@@ -219,11 +228,7 @@ def main(argv=None) -> list:
     for run in args.runs:
         result = measure(run, args.data, args.modality, fit_split=args.fit_split, score_split=args.score_split,
                          score_items=args.score_items)
-        line = json.dumps(result)
-        print(line, flush=True)
-        if args.out:
-            with args.out.open("a", encoding="utf-8") as fh:
-                fh.write(line + "\n")
+        emit(result, args.out)
         out.append(result)
     return out
 
